@@ -1,0 +1,83 @@
+"""Small MNIST networks: LeNet-5, FC500-150-10 and the Kolter-Madry CNN."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, as the first layer of a model.
+
+    Keeping it inside the model means every model takes pixels in [0, 1], so an attack's
+    budget (eps = 0.3 means 30% of the pixel range) is the same whatever the dataset.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std need one value per channel, got {mean} and {std}")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std must be positive, got {std}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def lenet5(num_classes: int = 10, in_channels: int = 1) -> nn.Sequential:
+    """LeNet-5 for 28x28 inputs (first convolution padded by 2, as for the 32x32 original).
+
+    conv5x5(6) - ReLU - maxpool2 - conv5x5(16) - ReLU - maxpool2 - fc120 - fc84 - fc10.
+    ReLU and max-pooling replace the original's tanh and subsampling, as in DeepFool's and
+    most modern reimplementations. About 61k parameters.
+    """
+    return nn.Sequential(
+        Normalize(MNIST_MEAN * in_channels, MNIST_STD * in_channels),
+        nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, num_classes),
+    )
+
+
+def fc500_150_10(num_classes: int = 10, in_features: int = 784) -> nn.Sequential:
+    """The fully connected 784-500-150-10 network of DeepFool's Table 1 (ReLU activations)."""
+    return nn.Sequential(
+        Normalize(MNIST_MEAN, MNIST_STD),
+        nn.Flatten(),
+        nn.Linear(in_features, 500), nn.ReLU(),
+        nn.Linear(500, 150), nn.ReLU(),
+        nn.Linear(150, num_classes),
+    )
+
+
+def cnn(num_classes: int = 10, *, normalize: bool = True) -> nn.Sequential:
+    """The MNIST CNN of Kolter & Madry's tutorial, chapter 4 ("model_cnn").
+
+    conv3x3(32) - conv3x3(32, stride 2) - conv3x3(64) - conv3x3(64, stride 2) - fc100 - fc10,
+    ReLU throughout. ``normalize=False`` gives exactly the tutorial's layer list (it feeds raw
+    [0, 1] pixels), which is what its published checkpoints expect.
+    """
+    layers: list[nn.Module] = [Normalize(MNIST_MEAN, MNIST_STD)] if normalize else []
+    layers += [
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1, stride=2), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(7 * 7 * 64, 100), nn.ReLU(),
+        nn.Linear(100, num_classes),
+    ]
+    return nn.Sequential(*layers)

@@ -1,0 +1,125 @@
+"""Execute labs with papermill and summarise what they recorded (``advkit labs run``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import lab as labmod
+from .paths import _CHECKOUT
+
+
+def labs_dir() -> Path:
+    """The folder of lab notebooks (``$ADVKIT_LABS``, default ``labs/`` of the checkout)."""
+    env = os.environ.get("ADVKIT_LABS")
+    return Path(env).resolve() if env else _CHECKOUT / "labs"
+
+
+def discover(directory: Path | None = None) -> list[Path]:
+    """Lab notebooks ``NN_*.ipynb`` in order."""
+    directory = directory or labs_dir()
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select(names: list[str] | None, directory: Path | None = None) -> list[Path]:
+    """Labs matching ``names`` (a stem ``01_fgsm``, a number ``01`` or ``1``, or a path)."""
+    all_labs = discover(directory)
+    if not names:
+        return all_labs
+    chosen = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".ipynb" and path.is_file():
+            chosen.append(path.resolve())
+            continue
+        key = name.zfill(2) if name.isdigit() else name
+        hits = [p for p in all_labs if p.stem == key or p.stem.split("_")[0] == key]
+        if not hits:
+            raise ValueError(f"no lab named {name!r}; available: {[p.stem for p in all_labs]}")
+        chosen.extend(hits)
+    return chosen
+
+
+@dataclass
+class LabRun:
+    name: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    output: Path
+    error: str = ""
+
+
+def run(
+    names: list[str] | None = None,
+    *,
+    profile: str | None = None,
+    out: Path | None = None,
+    directory: Path | None = None,
+    extra_params: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> list[LabRun]:
+    """Execute labs with papermill; executed notebooks go to ``out/labs``, records to ``out/records``."""
+    import papermill as pm
+
+    directory = directory or labs_dir()
+    out = (out or _CHECKOUT / "build").resolve()
+    (out / "labs").mkdir(parents=True, exist_ok=True)
+    records = out / "records"
+    os.environ[labmod.RECORDS_ENV] = str(records)  # the kernels inherit it
+    runs = []
+    for path in select(names, directory):
+        declared = pm.inspect_notebook(str(path))
+        params = labmod.load_profile(profile, path.stem, directory) if profile else {}
+        params.update(extra_params or {})
+        params = {k: v for k, v in params.items() if k in declared}
+        target = out / "labs" / path.name
+        print(f"[advkit] running {path.stem}" + (f" with {params}" if params else ""), flush=True)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(path), str(target), parameters=params, cwd=str(path.parent),
+                                progress_bar=progress, kernel_name="python3")
+            runs.append(LabRun(path.stem, "ok", time.perf_counter() - start, target))
+        except Exception as err:  # papermill wraps cell errors; keep going with the other labs
+            first = str(err).strip().splitlines()
+            runs.append(LabRun(path.stem, "failed", time.perf_counter() - start, target,
+                               first[-1] if first else type(err).__name__))
+        print(f"[advkit] {path.stem}: {runs[-1].status} in {runs[-1].seconds:.0f} s", flush=True)
+    write_summary(runs, out)
+    return runs
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        text = json.dumps(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return str(value)
+
+
+def write_summary(runs: list[LabRun], out: Path) -> Path:
+    """Write ``summary.md`` and ``summary.json`` in ``out`` and print the Markdown."""
+    recs = labmod.read_records(out / "records") if (out / "records").is_dir() else {}
+    lines = ["# advkit lab summary", "", "| lab | status | time (s) | records |", "| --- | --- | ---: | ---: |"]
+    for r in runs:
+        lines.append(f"| {r.name} | {r.status} | {r.seconds:.0f} | {len(recs.get(r.name, {}).get('records', {}))} |")
+    for r in runs:
+        lines += ["", f"## {r.name}", ""]
+        if r.error:
+            lines += [f"**failed:** `{r.error}`", ""]
+        items = recs.get(r.name, {}).get("records", {})
+        if items:
+            lines += ["| record | value |", "| --- | --- |"]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in items.items()]
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    doc = {r.name: {"status": r.status, "seconds": round(r.seconds, 1), "error": r.error,
+                    "notebook": str(r.output), "records": recs.get(r.name, {}).get("records", {})}
+           for r in runs}
+    (out / "summary.json").write_text(json.dumps(doc, indent=1))
+    print(text)
+    return out / "summary.md"

@@ -1,0 +1,174 @@
+"""Pictures: image grids with predictions, perturbation maps, curves and unit balls."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib import pyplot as plt
+
+
+def _to_hwc(img: torch.Tensor) -> np.ndarray:
+    img = img.detach().cpu().float()
+    if img.dim() == 3 and img.shape[0] in (1, 3):
+        img = img.permute(1, 2, 0)
+    arr = img.numpy()
+    return arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
+
+
+def _name(label: int, class_names: Sequence[str] | None) -> str:
+    return class_names[label] if class_names is not None else str(label)
+
+
+def show_images(
+    x: torch.Tensor,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    preds: torch.Tensor | Sequence[int] | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    ncols: int = 10,
+    titles: Sequence[str] | None = None,
+    size: float = 1.4,
+    suptitle: str | None = None,
+):
+    """A grid of images, titled ``true -> predicted``; misclassified ones in red.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``N x C x H x W`` in [0, 1] (C = 1 or 3).
+    labels, preds : optional
+        True and predicted labels. A title is red where they differ.
+    class_names : optional
+        Names to show instead of numbers.
+    titles : optional
+        Custom titles (override labels/preds text; colours still follow labels/preds).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    n = len(x)
+    if n == 0:
+        raise ValueError("show_images needs at least one image")
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(_to_hwc(x[i]), cmap="gray", vmin=0, vmax=1)
+        color = "black"
+        text = ""
+        if labels is not None:
+            t = int(labels[i])
+            text = _name(t, class_names)
+            if preds is not None:
+                p = int(preds[i])
+                text += f"→{_name(p, class_names)}"
+                color = "red" if p != t else "green"
+        elif preds is not None:
+            text = _name(int(preds[i]), class_names)
+        if titles is not None:
+            text = titles[i]
+        ax.set_title(text, color=color, fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def show_perturbations(
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    preds_adv: torch.Tensor | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    size: float = 1.6,
+):
+    """Three rows: originals, the perturbation ``x_adv - x`` as a heat map, adversarial images.
+
+    The heat map uses a diverging colour map centred on 0 with a shared scale, so the
+    colour bar reads in pixel units.
+    """
+    n = len(x)
+    delta = (x_adv - x).detach().cpu()
+    if delta.dim() == 4:
+        delta = delta.mean(1)  # average the channels for the heat map
+    lim = max(delta.abs().max().item(), 1e-8)
+    fig, axes = plt.subplots(3, n, figsize=(size * n, size * 3.3), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(_to_hwc(x[i]), cmap="gray", vmin=0, vmax=1)
+        im = axes[1, i].imshow(delta[i].numpy(), cmap="seismic", vmin=-lim, vmax=lim)
+        axes[2, i].imshow(_to_hwc(x_adv[i]), cmap="gray", vmin=0, vmax=1)
+        if labels is not None:
+            axes[0, i].set_title(_name(int(labels[i]), class_names), fontsize=9)
+        if preds_adv is not None:
+            wrong = labels is not None and int(preds_adv[i]) != int(labels[i])
+            axes[2, i].set_title(_name(int(preds_adv[i]), class_names), fontsize=9,
+                                 color="red" if wrong else "green")
+        for r in range(3):
+            axes[r, i].axis("off")
+    axes[0, 0].text(-0.3, 0.5, "x", transform=axes[0, 0].transAxes, ha="right", va="center")
+    axes[1, 0].text(-0.3, 0.5, "δ", transform=axes[1, 0].transAxes, ha="right", va="center")
+    axes[2, 0].text(-0.3, 0.5, "x+δ", transform=axes[2, 0].transAxes, ha="right", va="center")
+    fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8, label="δ (pixel units)")
+    return fig
+
+
+def plot_curves(
+    xs: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str = "ε",
+    ylabel: str = "accuracy",
+    title: str | None = None,
+    ax=None,
+    percent: bool = True,
+    styles: Mapping[str, str] | None = None,
+):
+    """Several named curves over the same x values (e.g. accuracy vs eps per model/attack)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, ys in curves.items():
+        ys = np.asarray([float(v) for v in ys]) * (100 if percent else 1)
+        ax.plot(xs, ys, (styles or {}).get(name, "o-"), label=name, markersize=4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel + (" (%)" if percent else ""))
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def unit_ball(p: float, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the boundary of the 2-D unit ball ``{|a|^p + |b|^p = 1}`` (p > 0 or inf)."""
+    if not (p > 0):
+        raise ValueError(f"p must be > 0 (or inf), got {p}")
+    t = np.linspace(0, 2 * np.pi, n)
+    c, s = np.cos(t), np.sin(t)
+    if math.isinf(p):
+        r = 1 / np.maximum(np.abs(c), np.abs(s))
+    else:
+        r = (np.abs(c) ** p + np.abs(s) ** p) ** (-1 / p)
+    return r * c, r * s
+
+
+def plot_unit_balls(ps: Sequence[float] = (0.25, 0.5, 1, 2, 4, math.inf), *, ax=None):
+    """Draw the 2-D unit balls of several Lp (quasi-)norms on one set of axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    for p in ps:
+        a, b = unit_ball(p)
+        ax.plot(a, b, label="p = ∞" if math.isinf(p) else f"p = {p:g}")
+    ax.set_aspect("equal")
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.axvline(0, color="gray", lw=0.5)
+    ax.set_title("unit balls ‖δ‖ₚ = 1")
+    ax.legend(fontsize=8, loc="upper right")
+    return ax

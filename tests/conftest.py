@@ -1,0 +1,67 @@
+"""Shared fixtures: the staged offline data and an isolated cache per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _staged_data() -> Path | None:
+    """The staged offline datasets: $ADVKIT_DATA as the test run started, else ../shared/data."""
+    for candidate in (os.environ.get("ADVKIT_DATA"), ROOT.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():
+            return Path(candidate).resolve()
+    return None
+
+
+STAGED = _staged_data()
+
+
+@pytest.fixture(scope="session")
+def staged() -> Path:
+    """Path to the staged data; skips locally without it, but fails in CI (where it must exist)."""
+    if STAGED is None:
+        if os.environ.get("CI"):
+            pytest.fail("staged data not found: set ADVKIT_DATA to ../shared/data in .ci/run")
+        pytest.skip("staged data (ADVKIT_DATA or ../shared/data) not available")
+    return STAGED
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Empty data dir and cache: nothing on disk."""
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    data.mkdir()
+    monkeypatch.setenv("ADVKIT_DATA", str(data))
+    monkeypatch.setenv("ADVKIT_CACHE", str(cache))
+    return data, cache
+
+
+@pytest.fixture(scope="session")
+def mnist_test(staged):
+    from advkit.data import mnist
+
+    old = os.environ.get("ADVKIT_DATA")
+    os.environ["ADVKIT_DATA"] = str(staged)
+    try:
+        return mnist("test").tensors
+    finally:
+        if old is None:
+            del os.environ["ADVKIT_DATA"]
+        else:
+            os.environ["ADVKIT_DATA"] = old
+
+
+@pytest.fixture
+def small_cnn():
+    """A small, randomly initialised CNN in eval mode (deterministic weights)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(8 * 14 * 14, 10))
+    return model.eval()

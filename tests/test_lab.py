@@ -1,0 +1,99 @@
+"""Lab plumbing: seeding, records, profiles, and the papermill runner behind `advkit labs run`."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from advkit import cli, lab
+
+
+def test_setup_seeds_everything(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVKIT_RECORDS", str(tmp_path))
+    lab.setup("t", seed=7, device="cpu")
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    lab.setup("t", seed=7, device="cpu")
+    assert a == (random.random(), np.random.rand(), torch.rand(1).item())
+    with pytest.raises(ValueError, match="non-negative int"):
+        lab.setup("t", seed=-1)
+
+
+def test_record_writes_json_and_a_rerun_starts_clean(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVKIT_RECORDS", str(tmp_path))
+    run = lab.setup("02_x", seed=0, device="cpu")
+    assert run.record("acc", torch.tensor(0.5)) is not None
+    lab.record("curve", [torch.tensor(1.0), np.float32(0.25)])
+    lab.record("nan", float("nan"))
+    doc = json.loads((tmp_path / "02_x.json").read_text())
+    assert doc["records"] == {"acc": 0.5, "curve": [1.0, 0.25], "nan": None}
+    assert doc["lab"] == "02_x" and doc["seed"] == 0
+    lab.setup("02_x", seed=0, device="cpu")
+    assert json.loads((tmp_path / "02_x.json").read_text())["records"] == {}
+    with pytest.raises(TypeError, match="cannot record"):
+        lab.record("bad", object())
+    assert lab.read_records(tmp_path)["02_x"]["records"] == {}
+
+
+def test_cuda_request_without_cuda_is_clear(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        lab.setup("t", device="cuda")
+
+
+def test_profiles_merge_all_and_lab_sections(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "big.yaml").write_text("all:\n  device: cuda\n  n: 5\n01_a:\n  n: 10\n")
+    assert lab.load_profile("big", "01_a", tmp_path) == {"device": "cuda", "n": 10}
+    assert lab.load_profile("big", "02_b", tmp_path) == {"device": "cuda", "n": 5}
+    with pytest.raises(FileNotFoundError, match="available: \\['big'\\]"):
+        lab.load_profile("nope", "01_a", tmp_path)
+
+
+def test_table_renders_markdown():
+    md = lab.table([{"model": "lenet5", "acc": 0.98765}, {"model": "cnn", "acc": 0.5}])
+    text = getattr(md, "data", md)
+    assert "| model | acc |" in text and "| lenet5 | 0.9877 |" in text
+
+
+def _tiny_lab(path, body):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("n = 2\nseed = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny"), params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_cli_runs_labs_with_a_profile_and_writes_a_summary(tmp_path, monkeypatch, capsys):
+    labs = tmp_path / "labs"
+    (labs / "profiles").mkdir(parents=True)
+    _tiny_lab(labs / "01_ok.ipynb", "import advkit.lab\nlab = advkit.lab.setup('01_ok', seed=seed, device='cpu')\n"
+                                    "lab.record('n_squared', n * n)")
+    _tiny_lab(labs / "02_broken.ipynb", "raise RuntimeError('boom')")
+    (labs / "profiles" / "big.yaml").write_text("all:\n  n: 3\n  unknown_param: 1\n")
+    monkeypatch.setenv("ADVKIT_LABS", str(labs))
+    out = tmp_path / "build"
+    code = cli.main(["labs", "run", "--profile", "big", "--out", str(out)])
+    assert code == 1  # one lab failed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["01_ok"]["status"] == "ok" and summary["01_ok"]["records"] == {"n_squared": 9}
+    assert summary["02_broken"]["status"] == "failed" and "boom" in summary["02_broken"]["error"]
+    assert (out / "labs" / "01_ok.ipynb").exists()
+    assert "| n_squared | 9 |" in (out / "summary.md").read_text()
+    # a single lab by number, parameters overridden on the command line
+    assert cli.main(["labs", "run", "1", "-p", "n=4", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["01_ok"]["records"] == {"n_squared": 16}
+    assert cli.main(["labs", "run", "99_missing", "--out", str(out)]) == 2
+    assert "no lab named" in capsys.readouterr().err
+
+
+def test_cli_help_and_list(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "labs" in capsys.readouterr().out
+    assert cli.main(["labs", "list"]) == 0
