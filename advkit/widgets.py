@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 
 import torch
@@ -33,7 +34,7 @@ def attack_slider(
     >>> attack_slider(model, x[:8], y[:8], fgsm, eps_max=0.3)   # doctest: +SKIP
     """
     import ipywidgets as widgets
-    from IPython.display import display
+    from IPython.display import Image
     from matplotlib import pyplot as plt
 
     from .viz import show_images
@@ -44,12 +45,13 @@ def attack_slider(
 
     def redraw(change=None) -> None:
         res = attack(model, x, y, eps=slider.value, **attack_kwargs)
-        out.clear_output(wait=True)
-        with out:
-            fig = show_images(res.x_adv, y, res.pred, class_names=class_names,
-                              suptitle=f"ε = {slider.value:.3f}: {int(res.success.sum())}/{len(x)} fooled")
-            display(fig)
-            plt.close(fig)
+        fig = show_images(res.x_adv, y, res.pred, class_names=class_names,
+                          suptitle=f"ε = {slider.value:.3f}: {int(res.success.sum())}/{len(x)} fooled")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)
+        out.outputs = ()  # replace the picture: a PNG, so it works in a kernel and headless alike
+        out.append_display_data(Image(data=buf.getvalue(), format="png"))
 
     slider.observe(redraw, names="value")
     redraw()
