@@ -26,8 +26,9 @@ def attack_slider(
     """A slider over eps that re-runs ``attack`` on ``x`` and redraws the images at every move.
 
     Returns the widget (display it as the last expression of a cell). The figure is drawn
-    once at creation, so the cell also shows a picture when the notebook runs headless
-    (papermill, nbval).
+    once at creation into the widget's output area. A notebook executed headless (papermill,
+    nbval) keeps that picture in the widget state only, so a saved notebook needs a live
+    kernel (or a static figure in a separate cell) to show it.
 
     Example
     -------

@@ -113,7 +113,8 @@ class AttackResult:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 extra[k] = sum(r.extra.get(k, 0) for r in results)
             elif isinstance(v, torch.Tensor):
-                extra[k] = torch.cat([r.extra[k] for r in results])
+                # per-sample tensors are N x ...; histories are T x N (one row per iteration)
+                extra[k] = torch.cat([r.extra[k] for r in results], dim=1 if k.endswith("_history") else 0)
             else:
                 extra[k] = v
         return AttackResult(
