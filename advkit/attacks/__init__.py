@@ -11,16 +11,20 @@ judges ``success`` on the final (possibly rounded) ``x_adv``.
 ``pgd``, ``bim``   Madry et al. 2018 / Kurakin et al. 2017: L∞, L2, L1, restarts
 ``deepfool``       Moosavi-Dezfooli et al. 2016: minimal L2 / L∞, batched, top-k
 ``jsma``           Papernot et al. 2016: targeted L0 saliency-map attack
+``cw_l2``          Carlini & Wagner 2017: L2, tanh variable, margin loss, binary search on c
+``lbfgs``          Szegedy et al. 2014: box-constrained L-BFGS with a search on c
 =================  ===========================================================
 """
 
 from .batching import batched
 from .constraints import quantize
 from .core import loss_gradient, random_targets
+from .cw import cw_l2
 from .deepfool import deepfool
 from .fgsm import fgsm
 from .jsma import jsma
+from .lbfgs import lbfgs
 from .pgd import bim, pgd
 from .result import AttackResult
 
-__all__ = ["AttackResult", "batched", "bim", "deepfool", "fgsm", "jsma", "loss_gradient", "pgd", "quantize", "random_targets"]
+__all__ = ["AttackResult", "batched", "bim", "cw_l2", "deepfool", "fgsm", "jsma", "lbfgs", "loss_gradient", "pgd", "quantize", "random_targets"]
