@@ -71,7 +71,7 @@ def cw_l2(
     learning_rate : float, default 0.01
         Adam step size in ``w`` space.
     max_iterations : int, default 1000
-        Adam steps per binary-search step (the paper's value; see Notes for a lab budget).
+        Adam steps per binary-search step (the reference code's MNIST test value; its default is 10,000; see Notes for a lab budget).
     binary_search_steps : int, default 9
         Optimisations per sample, each with its own ``c``.
     initial_const : float, default 1e-3
