@@ -65,3 +65,19 @@ def small_cnn():
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(8 * 14 * 14, 10))
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def zoo_models(staged):
+    """The zoo's LeNet-5 and FC500-150-10 with their default recipes (trained on first use, then cached)."""
+    from advkit import zoo
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADVKIT_DATA", str(staged))
+        return {arch: zoo.load(arch, device="cpu", progress=False) for arch in ("lenet5", "fc500_150_10")}
+
+
+@pytest.fixture(scope="session")
+def lenet(zoo_models):
+    """The zoo's LeNet-5 (tests must not put it in training mode: it is shared)."""
+    return zoo_models["lenet5"]

@@ -144,12 +144,6 @@ def test_each_sample_is_attacked_independently_of_its_batch():
 # ---------------------------------------------------------------------------- LeNet-5
 
 
-@pytest.fixture(scope="module")
-def lenet(staged):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ADVKIT_DATA", str(staged))
-        return zoo.load("lenet5", device="cpu", progress=False)
-
 
 @pytest.fixture(scope="module")
 def digits(lenet, mnist_test):

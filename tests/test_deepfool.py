@@ -96,20 +96,6 @@ def test_linf_variant_equals_its_closed_form_on_a_linear_model():
 # ---------------------------------------------------------------------------- trained models
 
 
-@pytest.fixture(scope="module")
-def zoo_models(staged):
-    from advkit import zoo
-
-    old = os.environ.get("ADVKIT_DATA")
-    os.environ["ADVKIT_DATA"] = str(staged)
-    try:
-        return {arch: zoo.load(arch, device="cpu", progress=False) for arch in ("lenet5", "fc500_150_10")}
-    finally:
-        if old is None:
-            del os.environ["ADVKIT_DATA"]
-        else:
-            os.environ["ADVKIT_DATA"] = old
-
 
 @pytest.fixture(scope="module")
 def batch(mnist_test):

@@ -75,20 +75,6 @@ def test_best_pairs_is_independent_of_the_chunk_size():
 # ---------------------------------------------------------------------------- LeNet-5
 
 
-@pytest.fixture(scope="module")
-def lenet(staged):
-    from advkit import zoo
-
-    old = os.environ.get("ADVKIT_DATA")
-    os.environ["ADVKIT_DATA"] = str(staged)
-    try:
-        return zoo.load("lenet5", device="cpu", progress=False)
-    finally:
-        if old is None:
-            del os.environ["ADVKIT_DATA"]
-        else:
-            os.environ["ADVKIT_DATA"] = old
-
 
 @pytest.mark.parametrize("saliency, min_success", [("softmax", 0.8), ("logits", 0.5)])
 def test_targeted_success_on_lenet_within_the_pixel_budget(lenet, mnist_test, saliency, min_success):

@@ -81,12 +81,6 @@ def test_targeted_lbfgs_on_a_linear_model_finds_close_to_the_exact_distance():
 BUDGET = dict(binary_search_steps=6, max_iterations=50)
 
 
-@pytest.fixture(scope="module")
-def lenet(staged):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ADVKIT_DATA", str(staged))
-        return zoo.load("lenet5", device="cpu", progress=False)
-
 
 @pytest.fixture(scope="module")
 def digits(lenet, mnist_test):

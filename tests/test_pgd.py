@@ -46,21 +46,6 @@ def norms(delta, p):
     return delta.flatten(1).norm(p=P[p], dim=1)
 
 
-@pytest.fixture(scope="module")
-def lenet(staged):
-    """The zoo's LeNet-5 (trained on first use, ~35 s; cached afterwards)."""
-    from advkit import zoo
-
-    old = os.environ.get("ADVKIT_DATA")
-    os.environ["ADVKIT_DATA"] = str(staged)
-    try:
-        return zoo.load("lenet5", device="cpu", progress=False)
-    finally:
-        if old is None:
-            del os.environ["ADVKIT_DATA"]
-        else:
-            os.environ["ADVKIT_DATA"] = old
-
 
 @pytest.fixture(scope="module")
 def batch(mnist_test):

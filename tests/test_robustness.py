@@ -100,20 +100,6 @@ def test_smallest_eps_fooling_bad_input(kwargs, match):
 # ---------------------------------------------------------------------------- DeepFool's Table 1
 
 
-@pytest.fixture(scope="module")
-def zoo_models(staged):
-    from advkit import zoo
-
-    old = os.environ.get("ADVKIT_DATA")
-    os.environ["ADVKIT_DATA"] = str(staged)
-    try:
-        return {arch: zoo.load(arch, device="cpu", progress=False) for arch in ("lenet5", "fc500_150_10")}
-    finally:
-        if old is None:
-            del os.environ["ADVKIT_DATA"]
-        else:
-            os.environ["ADVKIT_DATA"] = old
-
 
 @pytest.mark.parametrize("arch, paper", [("lenet5", 0.20), ("fc500_150_10", 0.11)])
 def test_rho_adv_is_of_the_papers_order(zoo_models, mnist_test, arch, paper):
