@@ -150,13 +150,15 @@ def unit_ball(p: float, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """Points on the boundary of the 2-D unit ball ``{|a|^p + |b|^p = 1}`` (p > 0 or inf)."""
     if not (p > 0):
         raise ValueError(f"p must be > 0 (or inf), got {p}")
+    n = 4 * math.ceil((n - 1) / 4) + 1  # include the four axis directions exactly
     t = np.linspace(0, 2 * np.pi, n)
     c, s = np.cos(t), np.sin(t)
     if math.isinf(p):
         r = 1 / np.maximum(np.abs(c), np.abs(s))
-    else:
-        r = (np.abs(c) ** p + np.abs(s) ** p) ** (-1 / p)
-    return r * c, r * s
+        return r * c, r * s
+    # (sign(c)|c|^(2/p), sign(s)|s|^(2/p)) lies exactly on the ball and reaches its tips on the
+    # axes, which equally spaced angles miss for the spiky p < 1 balls
+    return np.sign(c) * np.abs(c) ** (2 / p), np.sign(s) * np.abs(s) ** (2 / p)
 
 
 def plot_unit_balls(ps: Sequence[float] = (0.25, 0.5, 1, 2, 4, math.inf), *, ax=None):

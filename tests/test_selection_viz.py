@@ -78,6 +78,8 @@ def test_unit_ball_points_have_unit_norm(p):
     else:
         norms = (np.abs(a) ** p + np.abs(b) ** p) ** (1 / p)
     assert np.allclose(norms, 1)
+    for tip in ((1, 0), (0, 1), (-1, 0), (0, -1)):  # the spiky p < 1 balls must reach their tips
+        assert np.min(np.hypot(a - tip[0], b - tip[1])) < 1e-2
 
 
 def test_attack_slider_redraws_on_change(small_cnn):
