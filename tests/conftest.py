@@ -81,3 +81,23 @@ def zoo_models(staged):
 def lenet(zoo_models):
     """The zoo's LeNet-5 (tests must not put it in training mode: it is shared)."""
     return zoo_models["lenet5"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module single-threaded: its models are tiny, and on a shared 2-core machine a second
+    BLAS thread only waits for other processes (10x slower there)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def linear_model(d: int = 64, k: int = 5, seed: int = 0) -> nn.Module:
+    """A random linear multiclass model on flattened inputs (closed forms are known for it)."""
+    torch.manual_seed(seed)
+    lin = nn.Linear(d, k)
+    with torch.no_grad():
+        lin.weight.normal_(0, 1)
+        lin.bias.normal_(0, 1)
+    return nn.Sequential(nn.Flatten(), lin).eval()

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import linear_model as shared_linear_model
 import torch
 from scipy.optimize import minimize
 from torch import nn
@@ -21,26 +22,14 @@ from advkit.attacks.cw import cw_l2
 LAB = dict(learning_rate=0.1, max_iterations=100, binary_search_steps=6, initial_const=1e-2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: on a shared 2-core machine a second BLAS thread only waits for the
-    other engineers' processes (10x slower here), so this module runs single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------- linear models
 
 
 def linear_model(d: int = 64, k: int = 5, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    lin = nn.Linear(d, k)
-    with torch.no_grad():
-        lin.weight.normal_(0, 1)
-        lin.bias.normal_(0, 1)
-    return nn.Sequential(nn.Flatten(), lin).eval()
+    return shared_linear_model(d, k, seed)
 
 
 def untargeted_closed_form(model: nn.Module, x: torch.Tensor, y: torch.Tensor):

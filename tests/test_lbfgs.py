@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import linear_model as shared_linear_model
 import torch
 from scipy.optimize import minimize
 from torch import nn
@@ -18,25 +19,14 @@ from advkit.attacks.fgsm import fgsm
 from advkit.attacks.lbfgs import lbfgs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: on a shared 2-core machine a second BLAS thread only waits (10x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------- linear model
 
 
 def linear_model(d: int = 64, k: int = 5, seed: int = 2) -> nn.Module:
-    torch.manual_seed(seed)
-    lin = nn.Linear(d, k)
-    with torch.no_grad():
-        lin.weight.normal_(0, 1)
-        lin.bias.normal_(0, 1)
-    return nn.Sequential(nn.Flatten(), lin).eval()
+    return shared_linear_model(d, k, seed)
 
 
 def targeted_exact(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
