@@ -27,7 +27,7 @@ labs: $(VENV)/.installed
 	$(VENV)/bin/advkit labs run $(LABS) $(if $(PROFILE),--profile $(PROFILE))
 
 test: $(VENV)/.installed
-	ADVKIT_RECORDS=$(CURDIR)/build/test-records $(PY) -m pytest tests $(wildcard labs/*.ipynb) --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)
+	ADVKIT_RECORDS=$(CURDIR)/build/test-records $(PY) -m pytest $(wildcard labs/*.ipynb) tests --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf build

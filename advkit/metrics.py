@@ -85,3 +85,14 @@ def success_rate(success: torch.Tensor, *, among: torch.Tensor | None = None) ->
     if among is not None:
         success = success[among.bool()]
     return success.float().mean().item() if len(success) else float("nan")
+
+
+def median(values: torch.Tensor) -> float:
+    """The median of ``values`` (``nan`` when empty): the mean of the two middle values for an even
+    count, as ``numpy.median`` and ``torch.quantile(v, 0.5)``. ``Tensor.median()`` returns the lower
+    of the two instead; advkit reports this one everywhere (``AttackResult.summary``,
+    :func:`advkit.robustness.min_norm_stats`) so that the two never disagree."""
+    v = values.detach().reshape(-1)
+    if len(v) == 0:
+        return math.nan
+    return torch.quantile(v.double(), 0.5).item()

@@ -16,7 +16,7 @@ from torch import nn
 
 from .attacks.result import AttackResult
 from .evaluation import robustness_curve
-from .metrics import lp_norm, parse_p
+from .metrics import lp_norm, median, parse_p
 
 _FAILURES = ("exclude", "inf", "include")
 
@@ -74,8 +74,8 @@ def min_norm_stats(result: AttackResult, p: float | str = 2) -> dict[str, float]
     out = {"n_success": int(len(norms)), "n": len(result)}
     if len(norms) == 0:
         return {"mean": math.nan, "median": math.nan, "q10": math.nan, "q90": math.nan, **out}
-    q = torch.quantile(norms.double(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.double, device=norms.device))
-    return {"mean": norms.mean().item(), "median": q[1].item(), "q10": q[0].item(), "q90": q[2].item(), **out}
+    q = torch.quantile(norms.double(), torch.tensor([0.1, 0.9], dtype=torch.double, device=norms.device))
+    return {"mean": norms.mean().item(), "median": median(norms), "q10": q[0].item(), "q90": q[1].item(), **out}
 
 
 def smallest_eps_fooling(

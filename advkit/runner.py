@@ -44,6 +44,35 @@ def select(names: list[str] | None, directory: Path | None = None) -> list[Path]
     return chosen
 
 
+def kernel_manager(kernel_name: str = "python3"):
+    """A kernel manager whose kernel talks to us over CurveZMQ-encrypted sockets when pyzmq can.
+
+    A default papermill kernel listens on plain TCP and ipykernel warns "Kernel is running over
+    TCP without encryption" before every lab. jupyter_client provisions Curve keys itself with
+    ``transport_encryption="auto"`` when the kernelspec declares support (ipykernel's does), which
+    fixes the cause rather than hiding the message. Without libsodium in pyzmq it stays plain TCP.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+
+    policy = "auto" if zmq.has("curve") else "disabled"
+    return KernelManager(kernel_name=kernel_name, transport_encryption=policy)
+
+
+def execute(path: Path, target: Path, params: dict[str, Any] | None = None, *, progress: bool = True,
+            cwd: Path | None = None, **papermill_kwargs: Any) -> None:
+    """Execute one notebook with papermill in its own kernel (cwd: the notebook's folder)."""
+    import papermill as pm
+
+    km = kernel_manager()
+    try:
+        pm.execute_notebook(str(path), str(target), parameters=params or {}, cwd=str(cwd or path.parent),
+                            progress_bar=progress, kernel_name="python3", km=km, **papermill_kwargs)
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)
+
+
 @dataclass
 class LabRun:
     name: str
@@ -80,8 +109,7 @@ def run(
         print(f"[advkit] running {path.stem}" + (f" with {params}" if params else ""), flush=True)
         start = time.perf_counter()
         try:
-            pm.execute_notebook(str(path), str(target), parameters=params, cwd=str(path.parent),
-                                progress_bar=progress, kernel_name="python3")
+            execute(path, target, params, progress=progress)
             runs.append(LabRun(path.stem, "ok", time.perf_counter() - start, target))
         except Exception as err:  # papermill wraps cell errors; keep going with the other labs
             first = str(err).strip().splitlines()

@@ -76,6 +76,24 @@ def test_best_pairs_is_independent_of_the_chunk_size():
 
 
 
+def test_defaults_are_the_papers_algorithm(lenet, mnist_test):
+    """The defaults are the paper's (softmax F, gamma = 0.145): Papernot et al. report 97.05% success
+    changing 4.02% of the pixels. Required here: >= 90% success with <= 6% of the pixels changed
+    (mean over successes) on a zoo model, the first 40 test images and random targets."""
+    import inspect
+
+    defaults = {k: v.default for k, v in inspect.signature(jsma).parameters.items()}
+    assert defaults["saliency"] == "softmax" and defaults["gamma"] == 0.145
+    x, y = mnist_test[0][:40], mnist_test[1][:40]
+    t = random_targets(y, 10, seed=0)
+    res = jsma(lenet, x, y, target=t)
+    changed = res.extra["pixels_changed"][res.success].mean().item()
+    print(f"defaults: success {res.success_rate:.3f}, pixels changed {changed:.4f}")
+    assert res.success_rate >= 0.90
+    assert changed <= 0.06
+    assert (res.extra["pixels_changed"] <= 0.145 + 1e-9).all()
+
+
 @pytest.mark.parametrize("saliency, min_success", [("softmax", 0.8), ("logits", 0.5)])
 def test_targeted_success_on_lenet_within_the_pixel_budget(lenet, mnist_test, saliency, min_success):
     """Paper: 97% success changing 4% of the pixels (softmax F). Measured on these 20 images and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 
@@ -54,10 +55,25 @@ def test_profiles_merge_all_and_lab_sections(tmp_path):
         lab.load_profile("nope", "01_a", tmp_path)
 
 
-def test_table_renders_markdown():
-    md = lab.table([{"model": "lenet5", "acc": 0.98765}, {"model": "cnn", "acc": 0.5}])
-    text = getattr(md, "data", md)
-    assert "| model | acc |" in text and "| lenet5 | 0.9877 |" in text
+def test_table_is_a_dataframe_that_renders_as_html():
+    import pandas as pd
+
+    df = lab.table([{"model": "lenet5", "acc": 0.98765, "max |δ|": 0.3}, {"model": "cnn", "acc": 0.5}])
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == ["acc", "max |δ|"] and list(df.index) == ["lenet5", "cnn"]
+    assert df.loc["lenet5", "acc"] == 0.9877 and df.loc["cnn", "max |δ|"] == ""
+    html = df._repr_html_()
+    assert "<table" in html and "max |δ|" in html
+    # the pipes that broke the Markdown table survive a CSV round trip as text
+    back = pd.read_csv(io.StringIO(df.to_csv()), index_col=0)
+    assert list(back.columns) == ["acc", "max |δ|"]
+
+
+def test_table_rejects_what_is_not_rows():
+    with pytest.raises(ValueError, match="non-empty list of dicts"):
+        lab.table([])
+    with pytest.raises(ValueError, match="non-empty list of dicts"):
+        lab.table({"model": "lenet5"})
 
 
 def _tiny_lab(path, body):

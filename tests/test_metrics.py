@@ -49,3 +49,12 @@ def test_random_noise_has_the_requested_norm_and_is_seeded(norm):
     assert not torch.equal(a, random_noise(x, 0.1, norm=norm, seed=4))
     if norm == "inf":  # a random sign: about half the pixels go up
         assert 0.3 < ((a - x) > 0).float().mean() < 0.7
+
+
+def test_median_is_numpys_median():
+    import numpy as np
+
+    v = torch.tensor([4.0, 1.0, 3.0, 2.0])
+    assert metrics.median(v) == pytest.approx(float(np.median(v.numpy()))) == pytest.approx(2.5)
+    assert metrics.median(torch.tensor([3.0, 1.0, 2.0])) == 2.0
+    assert math.isnan(metrics.median(torch.tensor([])))

@@ -239,10 +239,12 @@ def test_batched_equals_one_batch(lenet, batch):
 
 def test_zero_budget_returns_x(lenet, batch):
     x, y = batch
-    res = pgd(lenet, x, y, eps=0.0, eps_step=0.1, max_iter=2)
+    res = pgd(lenet, x, y, eps=0.0, eps_step=0.1, max_iter=200, restarts=3, random_start=True, levels=255)
     assert torch.equal(res.x_adv, x)
     with torch.no_grad():
         assert torch.equal(res.success, lenet(x).argmax(1) != y)
+    # at once: no iteration, no gradient query was spent
+    assert int(res.iterations.sum()) == 0 and int(res.queries.sum()) == 0
 
 
 def test_targeted_pgd_reaches_the_targets(lenet, batch):

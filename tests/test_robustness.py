@@ -115,3 +115,18 @@ def test_rho_adv_is_of_the_papers_order(zoo_models, mnist_test, arch, paper):
     assert res.success_rate >= 0.99
     assert 0.05 <= rho <= 0.4
     assert empirical_robustness(res, count_failures="inf") >= rho
+
+
+def test_summary_and_min_norm_stats_report_one_median():
+    """Even count of successes (norms 0.1, 0.2, 0.4 plus 0.6): both say 0.3, numpy's median, not
+    torch's lower median 0.2."""
+    x = torch.full((5, 1, 2, 2), 0.2)
+    direction = torch.tensor([1.0, 0, 0, 0]).view(1, 2, 2)
+    x_adv = x + torch.tensor([0.1, 0.2, 0.3, 0.4, 0.6]).view(5, 1, 1, 1) * direction
+    success = torch.tensor([True, True, False, True, True])
+    y = torch.zeros(5, dtype=torch.long)
+    res = AttackResult(x_adv=x_adv, success=success, x=x, y=y, pred=y.clone())
+    stats = min_norm_stats(res, p=2)
+    assert stats["median"] == pytest.approx(0.3, abs=1e-6)
+    assert res.summary()["median_l2"] == pytest.approx(0.3, abs=1e-4)
+    assert res.summary()["median_linf"] == pytest.approx(stats["median"], abs=1e-4)

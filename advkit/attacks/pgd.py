@@ -332,7 +332,7 @@ def pgd(
     queries = torch.zeros(n, dtype=torch.long, device=x0.device)
     history = torch.full((restarts * max_iter, n), math.nan, device=x0.device) if record_loss else None
     first_gmax = None
-    for r in range(restarts):
+    for r in range(restarts if eps > 0 else 0):  # eps = 0: the ball is {x}; return x, judged, at once
         delta0 = sample(x0.shape, eps, gen).to(x0) if random_start else torch.zeros_like(x0)
         rows = torch.arange(n, device=x0.device) if not (early_stop and r) else (~best_ok).nonzero().squeeze(1)
         if len(rows) == 0:
@@ -355,7 +355,7 @@ def pgd(
 
     zero = warn_zero_gradients(first_gmax.view(-1, 1), "pgd") if eps > 0 else 0
     x_adv = best
-    if levels is not None:
+    if levels is not None and eps > 0:
         x_adv = quantize(x_adv, x0, levels, eps=eps, norm=p)
     pred, success = judge(model, x_adv, y, target)
     extra: dict = {"zero_gradient": zero, "restart": kept}

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..metrics import lp_norm
+from ..metrics import lp_norm, median
 
 
 @dataclass
@@ -78,7 +78,8 @@ class AttackResult:
         return len(self.x_adv)
 
     def summary(self) -> dict[str, float]:
-        """Headline numbers: success rate, robust accuracy, and median L0/L2/Linf of successes."""
+        """Headline numbers: success rate, robust accuracy, and median L0/L2/Linf of successes
+        (:func:`advkit.metrics.median`, the same median as :func:`advkit.robustness.min_norm_stats`)."""
         out = {
             "n": len(self),
             "success_rate": round(self.success_rate, 4),
@@ -87,7 +88,7 @@ class AttackResult:
         ok = self.success
         for p, name in ((0, "l0"), (2, "l2"), (float("inf"), "linf")):
             norms = self.norms(p)[ok]
-            out[f"median_{name}"] = round(norms.median().item(), 4) if len(norms) else float("nan")
+            out[f"median_{name}"] = round(median(norms), 4) if len(norms) else float("nan")
         return out
 
     def __repr__(self) -> str:
