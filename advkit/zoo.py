@@ -182,3 +182,44 @@ def load(
         os.replace(tmp, path)  # atomic: a crash never leaves half a checkpoint
     model.zoo_record = {**record, "path": str(path)}
     return model
+
+
+#: The Kolter & Madry tutorial's chapter-4 MNIST checkpoints (models advkit did not train), staged
+#: under ``$ADVKIT_DATA/reference/kolter-madry-ch4/``: file name -> (sha256, stride-2 convolutions).
+REFERENCE_MODELS: dict[str, tuple[str, tuple[int, int]]] = {
+    "model_cnn": ("7e89b929939b49ff9672a474e46902383a91e3bf75dba48786f416af0cae7015", (1, 3)),
+    "model_cnn_robust": ("c3c1785145ca83f9489fe0a16347a490ab852c619a4ef662af49e8781ad6d8ec", (1, 3)),
+    "model_cnn_robust_2": ("b506e0eb2deb795f94f77e1fe3d1eae6884cc63c4c6eb81b9c12c9c77e1daeb7", (0, 3)),
+}
+
+
+def reference(name: str = "model_cnn", *, device: str | torch.device = "auto") -> nn.Module:
+    """A published checkpoint that advkit did not train, for checks against an outside model.
+
+    ``name`` is one of :data:`REFERENCE_MODELS`: the Kolter & Madry tutorial's standard CNN
+    (``"model_cnn"``), its PGD-trained CNN at eps 0.1 (``"model_cnn_robust"``) and its
+    interval-bound-trained CNN (``"model_cnn_robust_2"``, stride 2 on the first convolution).
+    The file is looked up in ``$ADVKIT_DATA/reference/kolter-madry-ch4/`` and its sha256 is
+    verified. The tutorial feeds raw [0, 1] pixels, so the model has no normalisation layer.
+    """
+    import hashlib as _hashlib
+
+    if name not in REFERENCE_MODELS:
+        raise ValueError(f"unknown reference model {name!r}; choose one of {sorted(REFERENCE_MODELS)}")
+    sha, strides = REFERENCE_MODELS[name]
+    path = paths.data_dir() / "reference" / "kolter-madry-ch4" / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"reference checkpoint {path} not found; set ADVKIT_DATA to the folder holding "
+            "reference/kolter-madry-ch4/ (the tutorial's adversarial_training/*.pt files)")
+    digest = _hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha:
+        raise ValueError(f"{path} has sha256 {digest}, expected {sha}: the file is not the published checkpoint")
+    model = models.cnn(normalize=False)
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    for i, conv in enumerate(convs):
+        conv.stride = (2, 2) if i in strides else (1, 1)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model = model.to(resolve_device(device)).eval()
+    model.zoo_record = {"reference": name, "path": str(path), "sha256": sha}
+    return model

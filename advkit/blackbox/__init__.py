@@ -1,0 +1,16 @@
+"""Black-box attacks under an enforced threat model.
+
+A black-box attacker sees labels or scores, and pays for every question. Every attack here
+talks to the model only through an :class:`Oracle` (see :mod:`advkit.blackbox.oracle`), which
+answers what the threat model allows, counts queries per sample, enforces ``max_queries`` and
+never lets a gradient through. The public functions keep the library's calling convention,
+``attack(model, x, y, *, ..., target=None) -> AttackResult``, and wrap ``model`` themselves;
+``result.queries`` is the oracle's count.
+"""
+
+from .oracle import OUTPUTS, Oracle, QueryBudgetExceeded, as_oracle, finish, margin_from_scores
+
+__all__ = ["OUTPUTS", "Oracle", "QueryBudgetExceeded", "as_oracle", "finish", "margin_from_scores"]
+
+# attack modules (one per family) register below
+from .square import square  # noqa: E402
