@@ -13,3 +13,5 @@ from .oracle import OUTPUTS, Oracle, QueryBudgetExceeded, as_oracle, finish, mar
 __all__ = ["OUTPUTS", "Oracle", "QueryBudgetExceeded", "as_oracle", "finish", "margin_from_scores"]
 
 # attack modules (one per family) register below
+from .square import square  # noqa: E402
+__all__ += ["square"]
