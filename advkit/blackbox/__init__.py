@@ -15,3 +15,5 @@ __all__ = ["OUTPUTS", "Oracle", "QueryBudgetExceeded", "as_oracle", "finish", "m
 # attack modules (one per family) register below
 from .square import square  # noqa: E402
 __all__ += ["square"]
+from .decision import boundary, hop_skip_jump  # noqa: E402
+__all__ += ["boundary", "hop_skip_jump"]
