@@ -17,3 +17,6 @@ from .square import square  # noqa: E402
 __all__ += ["square"]
 from .decision import boundary, hop_skip_jump  # noqa: E402
 __all__ += ["boundary", "hop_skip_jump"]
+from .zoo_attack import fd_gradient, zoo  # noqa: E402
+from .pixel import pixel  # noqa: E402
+__all__ += ["fd_gradient", "zoo", "pixel"]

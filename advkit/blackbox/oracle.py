@@ -61,13 +61,15 @@ class Oracle:
     postprocess : callable, optional
         ``f(probs) -> probs`` applied to the scores before rounding, for output-side defenses
         (e.g. a reverse sigmoid). Only for ``output="scores"``.
-    batch_size : int
-        Rows sent to the model at once; only memory depends on it.
+    batch_size : int, optional
+        Rows sent to the model at once; only memory and speed depend on it. Default: 128 on a
+        CPU (measured 2-3x faster there than 4096 for the MNIST CNN: the activations stay in
+        cache), 4096 on a GPU.
     """
 
     def __init__(self, model: nn.Module, output: str = "labels", *, n: int, max_queries: int | None = None,
                  decimals: int | None = None, postprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 batch_size: int = 4096):
+                 batch_size: int | None = None):
         check_model(model)
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}")
@@ -83,8 +85,11 @@ class Oracle:
                 raise ValueError(f"decimals must be an int >= 0, got {decimals!r}")
         if postprocess is not None and output != "scores":
             raise ValueError("postprocess acts on the scores: it needs output='scores'")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size is None:
+            on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+            batch_size = 128 if on_cpu else 4096
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self._model = model
         self.output = output
         self.n = n

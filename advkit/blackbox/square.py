@@ -262,7 +262,7 @@ def square(
     target: torch.Tensor | None = None,
     seed: int = 0,
     progress: bool = True,
-    batch_size: int = 4096,
+    batch_size: int | None = None,
     record_loss: bool = False,
 ) -> AttackResult:
     """Square attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020): score-based random search.
@@ -316,8 +316,9 @@ def square(
         Seed of a private ``torch.Generator`` (same seed, same result).
     progress : bool, default True
         Show a ``tqdm`` bar over the iterations.
-    batch_size : int, default 4096
-        Rows the fresh oracle sends to the model at once (memory only).
+    batch_size : int, optional
+        Rows the fresh oracle sends to the model at once (memory and speed only; the
+        :class:`~advkit.blackbox.Oracle` default: 128 on a CPU, 4096 on a GPU).
     record_loss : bool, default False
         Store ``L_best`` after the init and after every iteration in ``extra["loss_history"]``
         (``(max_queries - 1) x N``, NaN where a sample was not attacked).
