@@ -11,6 +11,7 @@ Example
 >>> model = zoo.load("lenet5")            # trains once (about a minute on 2 CPU cores)
 >>> model.zoo_record["test_accuracy"]      # doctest: +SKIP
 0.988
+>>> robust = zoo.load("cnn_adv")          # a named entry (see NAMED): adversarially trained
 """
 
 from __future__ import annotations
@@ -42,6 +43,36 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
 
 _DATASETS = {"mnist": mnist}
 
+#: How a recipe trains: plain cross-entropy, adversarial training
+#: (:func:`advkit.defenses.training.adversarial_train`) or defensive distillation
+#: (:func:`advkit.defenses.distillation.defensive_distillation`).
+TRAININGS = ("standard", "adversarial", "distillation")
+
+#: ``Recipe.training_kwargs`` each training accepts (``n_train``: train on the first ``n_train``
+#: training images only, for reduced-scale sweeps).
+TRAINING_KWARGS: dict[str, frozenset[str]] = {
+    "standard": frozenset(),
+    "adversarial": frozenset({"method", "eps", "alpha", "step_size", "steps", "random_start", "lr_schedule",
+                              "weight_decay", "n_train"}),
+    "distillation": frozenset({"temperature", "teacher_epochs", "lr_schedule", "n_train"}),
+}
+
+#: Named zoo entries, ``zoo.load(name)``: name -> (architecture, recipe overrides). Every training
+#: parameter is spelled out, so that a changed library default never changes what a name means.
+NAMED: dict[str, tuple[str, dict[str, Any]]] = {
+    # The Kolter-Madry CNN adversarially trained at Linf eps 0.1 with the CPU recipe: fast FGSM
+    # (random start, step 1.25 eps; Wong, Rice & Kolter 2020), Adam with the cyclic learning rate.
+    "cnn_adv": ("cnn", dict(
+        training="adversarial", epochs=2, batch_size=100, lr=5e-3, optimizer="adam",
+        training_kwargs=dict(method="fast_fgsm", eps=0.1, step_size=0.125, random_start=True, alpha=0.0,
+                             lr_schedule="cyclic", weight_decay=0.0))),
+    # Defensive distillation at T = 100 (Papernot et al. 2016): teacher and student are the CNN,
+    # one epoch each with the standard CNN recipe's optimiser settings; deployed at T = 1.
+    "cnn_distilled": ("cnn", dict(
+        training="distillation", epochs=1, batch_size=128, lr=1e-2, optimizer="adam",
+        training_kwargs=dict(temperature=100.0, teacher_epochs=1, lr_schedule="onecycle"))),
+}
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -55,25 +86,52 @@ class Recipe:
     optimizer: str = "adam"
     seed: int = 0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    training: str = "standard"
+    training_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True)
+        """12 hex digits of the sha256 of the recipe. ``training`` and ``training_kwargs`` enter
+        the hash only when they differ from standard training, so the recipes that existed before
+        them keep their keys (and their cached files)."""
+        d = asdict(self)
+        if d["training"] == "standard" and not d["training_kwargs"]:
+            del d["training"], d["training_kwargs"]
+        blob = json.dumps(d, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def path(self) -> Path:
-        return paths.cache_dir() / "models" / f"{self.arch}-{self.dataset}-{self.key()}.pt"
+        kind = "" if self.training == "standard" else f"-{self.training}"
+        return paths.cache_dir() / "models" / f"{self.arch}{kind}-{self.dataset}-{self.key()}.pt"
 
 
 def recipe(arch: str, dataset: str = "mnist", **overrides: Any) -> Recipe:
-    """The default :class:`Recipe` for ``arch`` with ``overrides`` applied."""
+    """The default :class:`Recipe` for ``arch`` (an architecture or a :data:`NAMED` entry) with ``overrides`` applied.
+
+    For a named entry, ``training_kwargs`` given here are merged into the entry's (so
+    ``recipe("cnn_adv", training_kwargs={"eps": 0.2})`` changes only eps); every other override
+    replaces the entry's value.
+    """
+    if arch in NAMED:
+        base_arch, named = NAMED[arch]
+        overrides = {**named, **overrides,
+                     "training_kwargs": {**named.get("training_kwargs", {}), **overrides.get("training_kwargs", {})}}
+        arch = base_arch
     if arch not in models.ARCHITECTURES:
-        raise ValueError(f"unknown model {arch!r}; choose one of {sorted(models.ARCHITECTURES)}")
+        raise ValueError(f"unknown model {arch!r}; choose one of {sorted(models.ARCHITECTURES)} "
+                         f"or a named entry {sorted(NAMED)}")
     if dataset not in _DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(_DATASETS)}")
     settings = {**DEFAULT_RECIPES.get(arch, {}), **overrides}
     unknown = set(settings) - {f for f in Recipe.__dataclass_fields__ if f not in ("arch", "dataset")}
     if unknown:
         raise TypeError(f"unknown training settings {sorted(unknown)} for {arch}")
+    training = settings.get("training", "standard")
+    if training not in TRAININGS:
+        raise ValueError(f"training must be one of {TRAININGS}, got {training!r}")
+    extra = set(settings.get("training_kwargs", {})) - TRAINING_KWARGS[training]
+    if extra:
+        raise TypeError(f"unknown training_kwargs {sorted(extra)} for training={training!r}; "
+                        f"it takes {sorted(TRAINING_KWARGS[training]) or 'none'}")
     return Recipe(arch=arch, dataset=dataset, **settings)
 
 
@@ -89,7 +147,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def train(r: Recipe, *, device: str | torch.device = "auto", progress: bool = True) -> nn.Module:
-    """Train a model from scratch following ``r``; returns it in eval mode (not cached)."""
+    """Train a model from scratch following ``r``; returns it in eval mode (not cached).
+
+    Adversarial training and distillation leave their per-epoch history (a list of dicts) in
+    ``model.train_history``; :func:`load` moves it into ``model.zoo_record["history"]``.
+    """
+    if r.training != "standard":
+        return _train_defended(r, device=device, progress=progress)
     device = resolve_device(device)
     torch.manual_seed(r.seed)  # weight initialisation
     model = models.build(r.arch, **r.model_kwargs).to(device)
@@ -123,6 +187,57 @@ def train(r: Recipe, *, device: str | torch.device = "auto", progress: bool = Tr
     return model.eval()
 
 
+def _train_defended(r: Recipe, *, device: str | torch.device, progress: bool) -> nn.Module:
+    """Adversarial training or defensive distillation, as :func:`train` for ``r.training != "standard"``."""
+    device = resolve_device(device)
+    x, y = _DATASETS[r.dataset]("train").tensors
+    kw = dict(r.training_kwargs)
+    n_train = kw.pop("n_train", None)
+    if n_train is not None:
+        x, y = x[:n_train], y[:n_train]
+    common = dict(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, optimizer=r.optimizer, seed=r.seed,
+                  progress=progress)
+    torch.manual_seed(r.seed)  # weight initialisation
+    model = models.build(r.arch, **r.model_kwargs).to(device)
+    if r.training == "adversarial":
+        from .defenses.training import adversarial_train
+
+        model, history = adversarial_train(model, x, y, **common, **kw)
+    else:
+        from .defenses.distillation import defensive_distillation
+
+        student = models.build(r.arch, **r.model_kwargs).to(device)
+        model, history = defensive_distillation(model, student, x, y, **common, **kw)
+    model.train_history = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+                           for row in history.to_dict("records")]
+    return model
+
+
+def _defense_record(r: Recipe, model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, Any]:
+    """What :func:`load` measures at train time for a defended model, on the first 1000 test images."""
+    xs, ys = x_test[:1000], y_test[:1000]
+    device = next(model.parameters()).device
+    if r.training == "adversarial":
+        from .defenses.training import evaluate_robustness, resolve_method
+
+        kw = {"method": "fast_fgsm", "eps": 0.1, **r.training_kwargs}  # adversarial_train's defaults
+        cfg = resolve_method(**{k: v for k, v in kw.items()
+                                if k in ("method", "eps", "alpha", "step_size", "steps", "random_start")})
+        out: dict[str, Any] = {"training_method": cfg["method"], "attack_config": cfg}
+        if cfg["method"] != "none" and cfg["eps"] > 0:
+            acc = evaluate_robustness(model, xs, ys, eps=cfg["eps"], eps_step=cfg["eps"] / 10, max_iter=20,
+                                      random_start=False)
+            out.update(robust_accuracy=acc["pgd_acc"], fgsm_accuracy=acc["fgsm_acc"],
+                       robust_eval=f"advkit.attacks.pgd(eps={cfg['eps']:g}, eps_step={cfg['eps'] / 10:g}, "
+                                   "max_iter=20, random_start=False) on the first 1000 MNIST test images")
+        return out
+    from .defenses.distillation import softmax_saturation
+
+    sat = softmax_saturation(model, xs.to(device), ys.to(device))
+    return {"training_method": "distillation", "temperature": r.training_kwargs.get("temperature", 100.0),
+            "saturation": sat, "saturation_eval": "softmax_saturation on the first 1000 MNIST test images"}
+
+
 def load(
     arch: str,
     dataset: str = "mnist",
@@ -137,7 +252,9 @@ def load(
     Parameters
     ----------
     arch : str
-        One of :data:`advkit.models.ARCHITECTURES` (``"lenet5"``, ``"cnn"``, ...).
+        One of :data:`advkit.models.ARCHITECTURES` (``"lenet5"``, ``"cnn"``, ...), or a named
+        entry of :data:`NAMED`: ``"cnn_adv"`` (the CNN adversarially trained at Linf eps 0.1 by
+        fast FGSM) or ``"cnn_distilled"`` (defensive distillation at T = 100, deployed at T = 1).
     dataset : str
         Training set (``"mnist"``).
     device : str or torch.device
@@ -148,13 +265,19 @@ def load(
         Show a tqdm bar while training.
     **overrides
         Training settings that differ from :data:`DEFAULT_RECIPES` (``epochs``, ``lr``,
-        ``batch_size``, ``seed``, ``optimizer``, ``model_kwargs``); they change the cache key.
+        ``batch_size``, ``seed``, ``optimizer``, ``model_kwargs``, ``training`` in
+        :data:`TRAININGS` and its ``training_kwargs``, see :data:`TRAINING_KWARGS`); they change
+        the cache key.
 
     Returns
     -------
     nn.Module
         In eval mode on ``device``. ``model.zoo_record`` holds the recipe, the test accuracy,
-        the training time and the weight file.
+        the training time and the weight file; for adversarial training also
+        ``training_method``, ``robust_accuracy`` (PGD-20 at the training eps, step eps / 10, no
+        random start, first 1000 test images), ``fgsm_accuracy`` and the per-epoch ``history``;
+        for distillation ``temperature``, ``saturation`` (see
+        :func:`advkit.defenses.distillation.softmax_saturation`) and ``history``.
     """
     r = recipe(arch, dataset, **overrides)
     device = resolve_device(device)
@@ -176,6 +299,9 @@ def load(
             "train_seconds": round(seconds, 1),
             "device": str(device),
         }
+        if r.training != "standard":
+            record.update(_defense_record(r, model, x_test, y_test))
+            record["history"] = model.__dict__.pop("train_history", [])
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"state_dict": model.state_dict(), "record": record}, tmp)

@@ -20,3 +20,10 @@ __all__ += ["boundary", "hop_skip_jump"]
 from .zoo_attack import fd_gradient, zoo  # noqa: E402
 from .pixel import pixel  # noqa: E402
 __all__ += ["fd_gradient", "zoo", "pixel"]
+from .substitute import seed_set, small_cnn, substitute, transfer_rates  # noqa: E402
+from .universal import fooling_rate, random_fooling_rate, universal  # noqa: E402
+from .eot import RandomizedModel, eot, random_transform, success_under_transforms  # noqa: E402
+from .transfer import Ensemble, transfer_matrix  # noqa: E402
+__all__ += ["seed_set", "small_cnn", "substitute", "transfer_rates", "fooling_rate", "random_fooling_rate",
+            "universal", "RandomizedModel", "eot", "random_transform", "success_under_transforms", "Ensemble",
+            "transfer_matrix"]

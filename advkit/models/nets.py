@@ -63,21 +63,29 @@ def fc500_150_10(num_classes: int = 10, in_features: int = 784) -> nn.Sequential
     )
 
 
-def cnn(num_classes: int = 10, *, normalize: bool = True) -> nn.Sequential:
+def cnn(num_classes: int = 10, *, normalize: bool = True, width: float = 1) -> nn.Sequential:
     """The MNIST CNN of Kolter & Madry's tutorial, chapter 4 ("model_cnn").
 
     conv3x3(32) - conv3x3(32, stride 2) - conv3x3(64) - conv3x3(64, stride 2) - fc100 - fc10,
     ReLU throughout. ``normalize=False`` gives exactly the tutorial's layer list (it feeds raw
     [0, 1] pixels), which is what its published checkpoints expect.
+
+    ``width`` scales every hidden layer (32, 64 and 100 units become ``round(32 * width)``, ...,
+    at least 1), for capacity experiments in the spirit of Madry et al. (ICLR 2018, Sec. 4),
+    who found that wider networks gain more from adversarial training. ``width=1`` is the
+    tutorial's network, with the same parameter names.
     """
+    if not (isinstance(width, (int, float)) and not isinstance(width, bool)) or not width > 0:
+        raise ValueError(f"width must be a number > 0 (1 is the tutorial's network), got {width!r}")
+    c1, c2, h = (max(1, round(n * width)) for n in (32, 64, 100))
     layers: list[nn.Module] = [Normalize(MNIST_MEAN, MNIST_STD)] if normalize else []
     layers += [
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, padding=1, stride=2), nn.ReLU(),
+        nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c1, c1, 3, padding=1, stride=2), nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c2, c2, 3, padding=1, stride=2), nn.ReLU(),
         nn.Flatten(),
-        nn.Linear(7 * 7 * 64, 100), nn.ReLU(),
-        nn.Linear(100, num_classes),
+        nn.Linear(7 * 7 * c2, h), nn.ReLU(),
+        nn.Linear(h, num_classes),
     ]
     return nn.Sequential(*layers)
