@@ -31,7 +31,7 @@ def _labs_run(args: argparse.Namespace) -> int:
             extra[key] = value
     try:
         runs = runner.run(args.names, profile=args.profile, out=Path(args.out) if args.out else None,
-                          extra_params=extra)
+                          extra_params=extra, threads=args.threads)
     except (ValueError, FileNotFoundError) as err:
         print(f"advkit: {err}", file=sys.stderr)
         return 2
@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
                      help="override one parameter (JSON value), e.g. -p n_test=1000")
     run.add_argument("--out", help="output folder (default: build/ of the checkout)")
+    run.add_argument("--threads", type=int, metavar="N",
+                     help="torch threads per lab kernel (default: $OMP_NUM_THREADS, else the physical cores)")
     run.set_defaults(func=_labs_run)
 
     data = sub.add_parser("data", help="where advkit looks for data")

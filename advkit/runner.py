@@ -73,6 +73,27 @@ def execute(path: Path, target: Path, params: dict[str, Any] | None = None, *, p
             km.shutdown_kernel(now=False)
 
 
+THREADS_ENV = "OMP_NUM_THREADS"
+
+
+def kernel_threads(threads: int | None = None) -> int:
+    """The torch thread count the lab kernels get: ``threads``, else ``$OMP_NUM_THREADS``, else
+    torch's default (the number of physical cores)."""
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        if env:
+            threads = int(env) if env.isdigit() else 0
+            if threads < 1:
+                raise ValueError(f"{THREADS_ENV}={env!r} is not a positive integer; unset it or pass --threads N")
+            return threads
+        import torch
+
+        return torch.get_num_threads()
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
 @dataclass
 class LabRun:
     name: str
@@ -90,8 +111,15 @@ def run(
     directory: Path | None = None,
     extra_params: dict[str, Any] | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> list[LabRun]:
-    """Execute labs with papermill; executed notebooks go to ``out/labs``, records to ``out/records``."""
+    """Execute labs with papermill; executed notebooks go to ``out/labs``, records to ``out/records``.
+
+    ``threads`` sets the kernels' torch threads (``OMP_NUM_THREADS``). By default an
+    ``OMP_NUM_THREADS`` already in the environment is kept, and otherwise it is torch's own default
+    (the physical cores), made explicit: on the 2-core dev machine, idle, labs 00-05 took 198 s
+    with 2 threads and 215 s with 1 (README, "Using the labs").
+    """
     import papermill as pm
 
     directory = directory or labs_dir()
@@ -99,6 +127,7 @@ def run(
     (out / "labs").mkdir(parents=True, exist_ok=True)
     records = out / "records"
     os.environ[labmod.RECORDS_ENV] = str(records)  # the kernels inherit it
+    os.environ[THREADS_ENV] = str(kernel_threads(threads))  # read by torch when a kernel imports it
     runs = []
     for path in select(names, directory):
         declared = pm.inspect_notebook(str(path))

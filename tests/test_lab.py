@@ -108,6 +108,21 @@ def test_cli_runs_labs_with_a_profile_and_writes_a_summary(tmp_path, monkeypatch
     assert "no lab named" in capsys.readouterr().err
 
 
+def test_cli_sets_the_kernels_torch_threads(tmp_path, monkeypatch, capsys):
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    _tiny_lab(labs / "01_threads.ipynb", "import torch, advkit.lab\nlab = advkit.lab.setup('01_threads', seed=seed)\n"
+                                         "lab.record('threads', torch.get_num_threads())")
+    monkeypatch.setenv("ADVKIT_LABS", str(labs))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    out = tmp_path / "build"
+    assert cli.main(["labs", "run", "--threads", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["01_threads"]["records"] == {"threads": 1}
+    monkeypatch.setenv("OMP_NUM_THREADS", "two")
+    assert cli.main(["labs", "run", "--out", str(out)]) == 2
+    assert "OMP_NUM_THREADS='two' is not a positive integer" in capsys.readouterr().err
+
+
 def test_cli_help_and_list(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
