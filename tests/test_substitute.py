@@ -99,28 +99,55 @@ def test_a_spent_budget_ends_the_attack_cleanly(lenet, split):
     assert res.extra["out_of_queries"] == int((res.pred == y[:20]).sum())
 
 
-def test_substitute_transfers_to_a_model_advkit_did_not_train(split):
-    """Papernot et al. report 84.24% at eps 0.3 against MetaMind's MNIST model. On the Kolter-Madry tutorial
-    CNN (an outside checkpoint): 150 seeds, rho=6 (9600 labels), tau=3, a small CNN substitute and PGD
-    (measured, seeds 0-2: agreement 0.87-0.91, transfer 0.82-0.88; LeNet-5 with FGSM: 0.32-0.43)."""
+def test_substitute_with_its_defaults_transfers_to_a_model_advkit_did_not_train(split, record_property):
+    """Papernot et al. report 84.24% at eps 0.3 against MetaMind's MNIST model; issue 7 asks for 70% on a model
+    advkit did not train. The call is the issue's, with every default: 150 seeds, rho=6 (9600 labels), a small
+    strided CNN substitute, tau=3, PGD on the substitute. Target: the Kolter-Madry tutorial CNN (an outside
+    checkpoint). Measured (seed_set and substitute seeds 0-2): transfer 0.81-0.88 at eps 0.3, 0.40-0.43 at 0.2
+    (this call, seed 0: 0.883 and 0.417)."""
     from advkit import zoo
 
     x, y, x_seed = split
     ref = zoo.reference("model_cnn", device="cpu")
     start = time.process_time()
-    res = substitute(ref, x, y, x_seed=x_seed, **TRANSFER_SETTINGS, progress=False)
-    elapsed = time.process_time() - start  # CPU seconds (about 34 measured); wall time depends on the load
+    res = substitute(ref, x, y, x_seed=x_seed, eps=0.3, progress=False)
+    elapsed = time.process_time() - start  # CPU seconds (42-51 measured at a load of 5-14); wall time depends on the load
+    assert res.params["arch"] == "small_cnn" and res.params["tau"] == 3 and res.params["substitute_attack"] == "pgd"
     agreement = res.extra["agreement_history"]
     assert res.extra["training_queries"] == 9600
-    assert agreement[-1] > agreement[0] + 0.2 and agreement[-1] >= 0.8, agreement
-    assert res.extra["transfer_rate"][0.3] >= 0.70, res.extra["transfer_rate"]
+    assert agreement[-1] > agreement[0] + 0.2 and agreement[-1] >= 0.8, agreement  # measured: 0.87 on these images
+    rate = res.extra["transfer_rate"][0.3]
+    assert rate >= 0.70, res.extra["transfer_rate"]
     assert elapsed < 90, elapsed
-    # the helper measures the same thing (fresh queries, same substitute, same attack)
-    rates = transfer_rates(res.extra["substitute"], ref, x[:200], y[:200], eps=(0.3,), attack="pgd")
-    assert 0.6 <= rates[0.3] <= 1.0
+    # the helper, with the same defaults, measures the same thing (fresh queries, same substitute, same PGD)
+    rates = transfer_rates(res.extra["substitute"], ref, x, y, eps=(0.2, 0.3))
+    record_property("transfer_rate", rates)
+    print(f"substitute defaults: agreement {agreement[-1]:.3f}, transfer eps 0.2: {rates[0.2]:.3f}, eps 0.3: "
+          f"{rates[0.3]:.3f}, {elapsed:.0f} CPU-s")
+    assert abs(rates[0.3] - rate) <= 0.01, (rates, rate)
+    assert 0.25 <= rates[0.2] < rates[0.3], rates  # measured 0.40-0.43: the budget matters
 
 
-TRANSFER_SETTINGS = dict(arch=small_cnn, tau=3, epochs=5, batch_size=32, attack="pgd")
+def test_lenet5_and_fgsm_remain_available(lenet, split):
+    """The earlier defaults, by name: a LeNet-5 substitute attacked with FGSM (one step of exactly eps)."""
+    from advkit.models import lenet5
+
+    x, y, x_seed = split
+    res = substitute(lenet, x[:20], y[:20], x_seed=x_seed[::5], arch="lenet5", attack="fgsm", tau=None, rho=1,
+                     epochs=1, progress=False)
+    shapes = [tuple(p.shape) for p in res.extra["substitute"].parameters()]
+    assert shapes == [tuple(p.shape) for p in lenet5().parameters()] != [tuple(p.shape) for p in small_cnn().parameters()]
+    assert res.params["arch"] == "lenet5" and res.params["substitute_attack"] == "fgsm"
+    moved = (res.x_adv - x[:20]).abs().flatten(1).amax(1)
+    ok = res.queries == 2  # the attacked ones (correct on the clean query)
+    assert ok.any() and torch.all((moved[ok] - 0.3).abs() < 1e-6)  # FGSM: every attacked image moves by eps
+
+
+def test_jacobian_augmentation_is_exported():
+    import advkit.blackbox
+
+    assert advkit.blackbox.jacobian_augmentation is jacobian_augmentation
+    assert "jacobian_augmentation" in advkit.blackbox.__all__
 
 
 def test_missing_classes_in_the_seed_set_are_warned_about(lenet, split):

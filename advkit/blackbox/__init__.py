@@ -27,3 +27,5 @@ from .transfer import Ensemble, transfer_matrix  # noqa: E402
 __all__ += ["seed_set", "small_cnn", "substitute", "transfer_rates", "fooling_rate", "random_fooling_rate",
             "universal", "RandomizedModel", "eot", "random_transform", "success_under_transforms", "Ensemble",
             "transfer_matrix"]
+from .substitute import jacobian_augmentation  # noqa: E402
+__all__ += ["jacobian_augmentation"]

@@ -38,6 +38,38 @@ Fooling rates are low on MNIST at small budgets: at ``xi = 0.2`` LeNet-5's predi
 on about 1% of held-out images, against 0.5% for random signs of the same norm; at 0.3, about
 23% against 1.4%. ``eps=0.3`` is the default for that reason.
 
+The stochastic-gradient variant (``method="sgd"``). Shafahi, Najibi, Xu, Dickerson, Davis &
+Goldstein ("Universal adversarial training", AAAI 2020, Algorithm 1) maximise the mean clipped
+loss over ``v`` directly, by projected stochastic gradient ascent on mini-batches::
+
+    v = 0
+    for each pass, for each mini-batch B of X (a random order each pass):
+        g = grad_v  mean_{i in B} min( J(F(clip(x_i + v, 0, 1)), k(x_i)), beta )
+        v = P_{p, xi}( v + alpha_t * sign(g) )         (Linf; L2: alpha_t * g / ||g||_2)
+
+``J`` is the cross-entropy against the clean label ``k(x_i)``; clipping it at ``beta`` stops the
+images that are already fooled from dominating ``g``. The step decays geometrically from
+``alpha_0 = step`` (default ``xi / 4``) to ``step_decay * alpha_0`` at the last mini-batch (a public
+PyTorch implementation, ``uap_sgd`` of ``sgd-uap-torch``, decays its sign step the same way). On
+MNIST it is much stronger than Algorithm 1, and cheaper (one forward and backward pass per
+mini-batch, no DeepFool loop): on the zoo's LeNet-5, ``v`` from 300 training digits, applied
+to test digits 5000-5999, Linf ``xi = 0.3``, 1 thread, CPU seconds on a loaded 2-core machine:
+
+=================================================  ======================  ==========
+method                                             held-out fooling rate   CPU time
+=================================================  ======================  ==========
+random signs of the same norm                      0.013                   -
+``"deepfool"``, 3 passes, ``batch_size=16``        0.113                   ~8-9 s
+``"sgd"``, 10 passes (defaults), seeds 0-2         0.25 - 0.41             ~1 s
+``"sgd"``, 20 passes, seed 0                       0.29                    ~2 s
+=================================================  ======================  ==========
+
+With ``v`` from test digits 0-299 instead (the tests' setting): ``"deepfool"`` 3 passes 0.23,
+``"sgd"`` 0.28 - 0.38 (seeds 0-2). At ``xi = 0.2`` both stay close to noise (from training
+digits: DeepFool 0.012, SGD 0.016 - 0.028, noise 0.005): no single MNIST pattern of that size
+moves many digits. (Measured with ``universal(lenet, x, y, eps=xi, method="sgd",
+max_passes=10, seed=s)`` and :func:`fooling_rate`.)
+
 Threat model. The algorithm runs on ``source`` (its gradients, its labels ``k``); ``model`` is
 only asked for labels to judge the result (two label queries per image through an
 :class:`~advkit.blackbox.Oracle`: clean and perturbed; counted in ``result.queries``). With
@@ -57,6 +89,8 @@ from ..attacks.checks import check_eps, check_images, check_labels, check_model,
 from ..attacks.result import AttackResult
 from .oracle import Oracle
 
+METHODS = ("deepfool", "sgd")
+
 
 def universal(
     model: nn.Module | Oracle,
@@ -65,19 +99,24 @@ def universal(
     *,
     eps: float = 0.3,
     norm: float | str = "inf",
+    method: str = "deepfool",
     delta: float = 0.2,
     max_passes: int = 10,
     overshoot: float = 0.02,
     deepfool_iter: int = 50,
     candidates: int | None = 10,
     deepfool_norm: float | str = 2,
-    batch_size: int = 16,
+    step: float | None = None,
+    step_decay: float = 0.1,
+    beta: float = 10.0,
+    batch_size: int | None = None,
     keep_best: bool = True,
     source: nn.Module | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> AttackResult:
-    """A universal perturbation ``v`` (Algorithm 1 of Moosavi-Dezfooli et al., CVPR 2017).
+    """A universal perturbation ``v``: Algorithm 1 of Moosavi-Dezfooli et al. (CVPR 2017), or the
+    stochastic-gradient algorithm of Shafahi et al. (AAAI 2020) with ``method="sgd"``.
 
     Parameters
     ----------
@@ -93,6 +132,11 @@ def universal(
         ``xi = 10`` (Linf) and ``2000`` (L2) are on the 0..255 scale, i.e. 0.039 and about 7.8.)
     norm : {"inf", 2}, default "inf"
         ``p`` of the ball (the projection ``P_{p, xi}``).
+    method : {"deepfool", "sgd"}, default "deepfool"
+        ``"deepfool"``: the paper's Algorithm 1 (DeepFool steps, projected). ``"sgd"``: projected
+        sign-gradient ascent on the clipped cross-entropy over mini-batches (Shafahi et al.;
+        see the module docstring: on MNIST it fools 1.2 to 3.6 times more held-out digits, in a
+        tenth of the time).
     delta : float, default 0.2
         The paper's ``delta``: stop once the fooling rate on ``x`` exceeds ``1 - delta``
         (0.2: a desired fooling rate of 80%). ``0`` runs all ``max_passes``.
@@ -102,9 +146,13 @@ def universal(
         DeepFool's ``overshoot`` (0.02), ``max_iter`` (50) and ``candidates`` (10), per step ``dv_i``.
     deepfool_norm : {2, "inf"}, default 2
         The norm DeepFool minimises for ``dv_i`` (the paper: 2, for every ``p``).
-    batch_size : int, default 16
-        Images whose DeepFool steps are computed at the same ``v`` (1: the paper's sequential
-        loop; 16 is about 3x faster on LeNet-5 for the same fooling rate, see the module docstring).
+    step, step_decay, beta
+        ``method="sgd"`` only: the first step ``alpha_0`` (default ``eps / 4``), the factor it
+        decays to by the last mini-batch (0.1) and the clipping value ``beta`` of the loss (10).
+    batch_size : int, optional
+        ``"deepfool"`` (default 16): images whose DeepFool steps are computed at the same ``v``
+        (1: the paper's sequential loop; 16 is about 3x faster on LeNet-5 for the same fooling
+        rate, see the module docstring). ``"sgd"`` (default 32): the mini-batch of one step.
     keep_best : bool, default True
         Return the ``v`` with the highest fooling rate on ``x`` (on ``source``) at the end of a
         pass, rather than the last one.
@@ -121,7 +169,8 @@ def universal(
         ``x_adv = clip(x + v, 0, 1)``; ``pred``: ``model``'s labels on it; ``success``: the
         prediction changed from ``model``'s clean prediction (the paper's fooling
         criterion, *not* ``pred != y``); ``queries``: ``model``'s label queries (2 per image);
-        ``iterations``: DeepFool updates of ``v`` made for each image. ``extra``:
+        ``iterations``: updates of ``v`` made with each image (a DeepFool step; for ``"sgd"``,
+        the mini-batch steps it took part in). ``extra``:
         ``"perturbation"`` (``v``, ``1 x C x H x W``), ``"fooling_rate"`` (on ``model``),
         ``"source_fooling_rate"`` (on ``source``, after each pass: a list), ``"passes"``,
         ``"converged"`` (the fooling rate on ``source`` passed ``1 - delta``),
@@ -142,9 +191,18 @@ def universal(
     q = check_norm(deepfool_norm, (math.inf, 2.0))
     if not (isinstance(delta, (int, float)) and 0 <= delta <= 1):
         raise ValueError(f"delta must be in [0, 1] (the paper's 0.2 asks for a fooling rate of 80%), got {delta!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if batch_size is None:
+        batch_size = 16 if method == "deepfool" else 32
     for name, v_ in (("max_passes", max_passes), ("deepfool_iter", deepfool_iter), ("batch_size", batch_size)):
         if isinstance(v_, bool) or not isinstance(v_, int) or v_ < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v_!r}")
+    step = eps / 4 if step is None else step
+    for name, v_, ok in (("step", step, lambda t: t > 0), ("step_decay", step_decay, lambda t: 0 < t <= 1),
+                         ("beta", beta, lambda t: t > 0)):
+        if isinstance(v_, bool) or not isinstance(v_, (int, float)) or not math.isfinite(v_) or not ok(v_):
+            raise ValueError(f"{name} must be a positive number{' <= 1' if name == 'step_decay' else ''}, got {v_!r}")
     check_images(x)
     check_labels(y, x)
     if isinstance(model, Oracle):
@@ -170,10 +228,17 @@ def universal(
     history: list[float] = []
     converged = False
     best_rate, best_v = -1.0, v
+    total_steps, t = max_passes * math.ceil(n / batch_size), 0
     bar = tqdm(total=max_passes, desc="universal passes", leave=False, disable=not progress)
     for _ in range(max_passes):
         order = torch.randperm(n, generator=gen).to(x0.device)
         for chunk in order.split(batch_size):
+            if method == "sgd":
+                alpha = step * step_decay ** (t / max(total_steps - 1, 1))
+                t += 1
+                v = project(v + alpha * _ascent_direction(src, x0[chunk], k0[chunk], v, beta, p), eps)
+                updates[chunk] += 1
+                continue
             xc = (x0[chunk] + v).clamp(0, 1)
             still = _labels(src, xc) == k0[chunk]
             if not still.any():
@@ -208,6 +273,7 @@ def universal(
         params={"eps": eps, "norm": "inf" if p == math.inf else 2, "delta": delta, "max_passes": max_passes,
                 "overshoot": overshoot, "deepfool_iter": deepfool_iter, "candidates": candidates,
                 "deepfool_norm": "inf" if q == math.inf else 2, "batch_size": batch_size, "keep_best": keep_best,
+                "method": method, **({"step": step, "step_decay": step_decay, "beta": beta} if method == "sgd" else {}),
                 "source": "model" if source is None else type(source).__name__, "seed": seed},
         iterations=updates, queries=oracle.queries.to(x0.device),
         extra={"perturbation": v, "fooling_rate": success.float().mean().item(), "source_fooling_rate": history,
@@ -248,6 +314,17 @@ def random_fooling_rate(model: nn.Module, x: torch.Tensor, eps: float, *, norm: 
     rates = [(_labels(model, random_noise(x, eps, norm=norm, seed=seed + d), batch_size) != clean).float().mean().item()
              for d in range(draws)]
     return sum(rates) / draws
+
+
+def _ascent_direction(model: nn.Module, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: float,
+                      p: float) -> torch.Tensor:
+    """sign(g) (Linf) or g / ||g||_2 (L2), g = grad_v mean_i min(CE(model(clip(x_i + v)), k_i), beta)."""
+    from torch.nn import functional as F
+
+    vv = v.detach().requires_grad_(True)
+    loss = F.cross_entropy(model((x + vv).clamp(0, 1)), k, reduction="none").clamp(max=beta).mean()
+    (g,) = torch.autograd.grad(loss, vv)
+    return g.sign() if p == math.inf else g / g.norm().clamp_min(1e-12)
 
 
 @torch.no_grad()
