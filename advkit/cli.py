@@ -46,6 +46,34 @@ def _data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_build(args: argparse.Namespace) -> int:
+    from .grading import student
+
+    try:
+        paths = student.build(args.names, Path(args.out))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"advkit: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from .grading import Limits, grade
+
+    limits = Limits(**({"memory": int(args.memory * 2**20)} if args.memory else {}))
+    try:
+        rows = grade(args.lab, args.submissions, Path(args.out), workers=args.workers, timeout=args.timeout,
+                     cell_timeout=args.cell_timeout, dask=args.dask, limits=limits)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"advkit: {err}", file=sys.stderr)
+        return 2
+    graded = sum(r["status"] == "graded" for r in rows)
+    print(f"{len(rows)} submission(s), {graded} graded; gradebook: {Path(args.out) / 'gradebook.csv'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advkit", description="advkit: a lab course on adversarial examples")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, metavar="N",
                      help="torch threads per lab kernel (default: $OMP_NUM_THREADS, else the physical cores)")
     run.set_defaults(func=_labs_run)
+
+    student = sub.add_parser("student", help="make the student copies of the labs")
+    student_sub = student.add_subparsers(dest="student_command", required=True)
+    sbuild = student_sub.add_parser("build", help="student copies: solutions stubbed, hidden tests removed")
+    sbuild.add_argument("names", nargs="*", help="labs (e.g. 01_fgsm or 01); default: all")
+    sbuild.add_argument("--out", required=True, help="folder for the student copies")
+    sbuild.set_defaults(func=_student_build)
+
+    grade = sub.add_parser("grade", help="grade submissions of one lab into OUT/gradebook.csv")
+    grade.add_argument("lab", help="the lab (e.g. 04_deepfool, 04, or the instructor notebook's path)")
+    grade.add_argument("submissions", nargs="+", help=".ipynb files or folders of them")
+    grade.add_argument("--out", required=True, help="folder for gradebook.csv, feedback/ and results/")
+    grade.add_argument("--workers", type=int, default=1, metavar="N", help="submissions graded at once")
+    grade.add_argument("--timeout", type=float, metavar="SECONDS", help="total time per submission")
+    grade.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="time per cell (default: the lab's spec)")
+    grade.add_argument("--memory", type=float, metavar="MIB", help="address-space limit of a kernel (default 8192)")
+    grade.add_argument("--dask", metavar="ADDRESS", help="run on a Dask scheduler, e.g. tcp://host:8786")
+    grade.set_defaults(func=_grade)
 
     data = sub.add_parser("data", help="where advkit looks for data")
     data.set_defaults(func=_data_info)

@@ -11,6 +11,10 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Grader fixtures, some hostile on purpose (fork bomb, memory exhaustion, os._exit): `make test`
+# runs pytest with --nbval-lax over tests/, and nbval would otherwise execute them unsandboxed.
+collect_ignore = ["submissions"]
+
 
 def _staged_data() -> Path | None:
     """The staged offline datasets: $ADVKIT_DATA as the test run started, else ../shared/data."""
