@@ -51,3 +51,5 @@ __all__ = [
     "relative_mce", "MNIST_C_CORRUPTIONS", "MNIST_C_NOT_IMPLEMENTED", "MNIST_C_PARAMS", "mnist_c",
     "IMAGENET_C_NOT_IMPLEMENTED", "IMAGENET_C_SEVERITIES", "imagenet_c", "sweep",
 ]
+from .analysis import corruption_sweep, discordant_pairs, errors_by_corruption, rank_correlation, spatial_budget
+__all__ += ["corruption_sweep", "discordant_pairs", "errors_by_corruption", "rank_correlation", "spatial_budget"]
