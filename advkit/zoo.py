@@ -39,6 +39,8 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     "lenet5": dict(epochs=2, batch_size=64, lr=2e-3),
     "fc500_150_10": dict(epochs=5, batch_size=128, lr=2e-3),
     "cnn": dict(epochs=1, batch_size=128, lr=2e-3),
+    # the lecture's 64-64 MLP for deep k-NN detection: 97.3% test accuracy, seconds to train
+    "mlp_64_64": dict(epochs=3, batch_size=128, lr=3e-3),
 }
 
 _DATASETS = {"mnist": mnist}
@@ -61,10 +63,23 @@ TRAINING_KWARGS: dict[str, frozenset[str]] = {
 #: parameter is spelled out, so that a changed library default never changes what a name means.
 NAMED: dict[str, tuple[str, dict[str, Any]]] = {
     # The Kolter-Madry CNN adversarially trained at Linf eps 0.1 with the CPU recipe: fast FGSM
-    # (random start, step 1.25 eps; Wong, Rice & Kolter 2020), Adam with the cyclic learning rate.
+    # (random start, step 1.25 eps; Wong, Rice & Kolter 2020), Adam with the cyclic learning rate,
+    # one epoch. Measured (first 1000 MNIST test images, PGD-20 at eps 0.1, step 0.01, no random
+    # start): robust error 3.7%, clean error 1.1% (test accuracy 98.83% on all 10,000). Training
+    # took 624 s on one thread of a 2-core machine overloaded by other jobs (load average ~10), so
+    # an idle CPU needs far less. Two epochs gave 3.1% and 99.2% for twice the work.
     "cnn_adv": ("cnn", dict(
-        training="adversarial", epochs=2, batch_size=100, lr=5e-3, optimizer="adam",
+        training="adversarial", epochs=1, batch_size=100, lr=5e-3, optimizer="adam",
         training_kwargs=dict(method="fast_fgsm", eps=0.1, step_size=0.125, random_start=True, alpha=0.0,
+                             lr_schedule="cyclic", weight_decay=0.0))),
+    # The `gpu` profile's robust CNN: Madry et al.'s PGD training as in Wong, Rice & Kolter's MNIST
+    # PGD baseline (40 steps of 0.01 from a random start, 10 epochs, Adam with the cyclic rate of
+    # peak 5e-3), at the tutorial's eps 0.1. About 200x the CPU recipe's work: meant for a GPU.
+    # NOT MEASURED (no GPU was available when it was added): the issue's target, within one point
+    # of the tutorial's 2.8% robust error (PGD-40 at eps 0.1), is unverified.
+    "cnn_adv_gpu": ("cnn", dict(
+        training="adversarial", epochs=10, batch_size=100, lr=5e-3, optimizer="adam",
+        training_kwargs=dict(method="pgd", eps=0.1, step_size=0.01, steps=40, random_start=True, alpha=0.0,
                              lr_schedule="cyclic", weight_decay=0.0))),
     # Defensive distillation at T = 100 (Papernot et al. 2016): teacher and student are the CNN,
     # one epoch each with the standard CNN recipe's optimiser settings; deployed at T = 1.
@@ -252,9 +267,11 @@ def load(
     Parameters
     ----------
     arch : str
-        One of :data:`advkit.models.ARCHITECTURES` (``"lenet5"``, ``"cnn"``, ...), or a named
-        entry of :data:`NAMED`: ``"cnn_adv"`` (the CNN adversarially trained at Linf eps 0.1 by
-        fast FGSM) or ``"cnn_distilled"`` (defensive distillation at T = 100, deployed at T = 1).
+        One of :data:`advkit.models.ARCHITECTURES` (``"lenet5"``, ``"cnn"``, ``"mlp_64_64"``, ...),
+        or a named entry of :data:`NAMED`: ``"cnn_adv"`` (the CNN adversarially trained at Linf
+        eps 0.1 by fast FGSM, the CPU recipe), ``"cnn_adv_gpu"`` (the same by PGD-40 training, the
+        ``gpu`` profile's recipe) or ``"cnn_distilled"`` (defensive distillation at T = 100,
+        deployed at T = 1).
     dataset : str
         Training set (``"mnist"``).
     device : str or torch.device

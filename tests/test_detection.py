@@ -172,6 +172,14 @@ def test_load_mlp_64_64_caches_by_recipe(staged, tmp_path, monkeypatch):
         assert torch.equal(a, b)
     with pytest.raises(TypeError, match="unknown training settings"):
         load_mlp_64_64(epoch=1)
+    # the alias is the zoo: the same entry loads from the same file without training again
+    from advkit import models, zoo
+
+    assert models.ARCHITECTURES["mlp_64_64"] is mlp_64_64
+    assert zoo.recipe("mlp_64_64") == Recipe(arch="mlp_64_64", dataset="mnist", epochs=3, batch_size=128, lr=3e-3)
+    monkeypatch.setattr(zoo, "train", lambda *a, **k: pytest.fail("a cached model must not be retrained"))
+    m3 = zoo.load("mlp_64_64", epochs=1, device="cpu", progress=False)
+    assert m3.zoo_record == m1.zoo_record
 
 
 @pytest.fixture(scope="module")

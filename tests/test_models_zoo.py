@@ -10,7 +10,8 @@ import torch
 from advkit import metrics, models, zoo
 
 
-@pytest.mark.parametrize("name, params", [("lenet5", 61706), ("fc500_150_10", 469160), ("cnn", 379702)])
+@pytest.mark.parametrize("name, params", [("lenet5", 61706), ("fc500_150_10", 469160), ("cnn", 379702),
+                                          ("mlp_64_64", 55050)])
 def test_mnist_architectures(name, params):
     model = models.build(name).eval()
     assert sum(p.numel() for p in model.parameters()) == params

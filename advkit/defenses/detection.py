@@ -21,8 +21,9 @@ fraction of clean inputs) and :func:`detection_at_fpr` (the detection rate there
 detection rate is measured on *successful* adversarial examples: an attack that fails need
 not be detected.
 
-The lecture's network (an MLP 784-64-64-10 on MNIST) is built by :func:`mlp_64_64` and trained
-(seconds) and cached by :func:`load_mlp_64_64`; :data:`MLP_LAYERS` names its layers.
+The lecture's network (an MLP 784-64-64-10 on MNIST) is built by :func:`advkit.models.mlp_64_64`
+and trained (seconds) and cached by the zoo (``zoo.load("mlp_64_64")``, alias
+:func:`load_mlp_64_64`); :data:`MLP_LAYERS` names its layers.
 
 Measured on that MLP (97.3% test accuracy; DkNN with k = 75 on the 60,000 training images,
 calibrated on test images 0-749, evaluated on test images 1000-1999: 956 correctly classified
@@ -62,11 +63,7 @@ y_train).calibrate(x_test[:750], y_test[:750]).layer_report(x_clean, x_adv, fpr=
 from __future__ import annotations
 
 import math
-import os
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from typing import NamedTuple
 
 import torch
@@ -76,7 +73,7 @@ from tqdm.auto import tqdm
 
 from ..attacks.checks import check_eps, check_images, check_labels, check_model, check_norm
 from ..attacks.result import AttackResult
-from ..models import MNIST_MEAN, MNIST_STD, Normalize
+from ..models import mlp_64_64  # noqa: F401  (re-exported: it moved to advkit.models)
 from .bpda import BPDA
 from .transforms import BitDepth, MedianSmoothing
 
@@ -85,80 +82,20 @@ from .transforms import BitDepth, MedianSmoothing
 #: The names of :func:`mlp_64_64`'s layers a detector reads: the two hidden layers (after ReLU) and the logits.
 MLP_LAYERS = ("hidden1", "hidden2", "logits")
 
-#: Training recipe of :func:`load_mlp_64_64` (the zoo's recipe fields; 3 epochs of Adam with a
-#: one-cycle schedule: 97.3% MNIST test accuracy, about 3.5 s on one CPU thread).
+#: Training recipe of :func:`load_mlp_64_64`: the zoo's default recipe for ``"mlp_64_64"``
+#: (3 epochs of Adam with a one-cycle schedule: 97.3% MNIST test accuracy, about 3.5 s on one CPU thread).
 MLP_RECIPE = dict(epochs=3, batch_size=128, lr=3e-3, optimizer="adam", seed=0)
-
-
-def mlp_64_64(num_classes: int = 10, in_features: int = 784) -> nn.Sequential:
-    """The lecture's MLP: 784 - 64 - 64 - 10 with ReLU, normalisation inside (pixels in [0, 1]).
-
-    The modules are named ``normalize, flatten, fc1, hidden1, fc2, hidden2, logits``; ``hidden1``
-    and ``hidden2`` are the ReLU outputs, the activations :class:`DeepKNN` reads (:data:`MLP_LAYERS`).
-    """
-    return nn.Sequential(OrderedDict([
-        ("normalize", Normalize(MNIST_MEAN, MNIST_STD)),
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(in_features, 64)), ("hidden1", nn.ReLU()),
-        ("fc2", nn.Linear(64, 64)), ("hidden2", nn.ReLU()),
-        ("logits", nn.Linear(64, num_classes)),
-    ]))
-
-
-def _mlp_recipe(**overrides):
-    from ..zoo import Recipe
-
-    settings = {**MLP_RECIPE, **overrides}
-    unknown = set(settings) - {"epochs", "batch_size", "lr", "optimizer", "seed", "model_kwargs"}
-    if unknown:
-        raise TypeError(f"unknown training settings {sorted(unknown)} for mlp_64_64")
-    return Recipe(arch="mlp_64_64", dataset="mnist", **settings)
-
-
-def _train_mlp(r, device: torch.device, progress: bool) -> nn.Module:
-    """The zoo's training loop (:func:`advkit.zoo.train`) for :func:`mlp_64_64`: same seeding,
-    optimiser, one-cycle schedule and batch order, so a zoo entry with the same recipe would give
-    the same weights."""
-    from ..data import mnist
-
-    torch.manual_seed(r.seed)
-    model = mlp_64_64(**r.model_kwargs).to(device)
-    x, y = mnist("train").tensors
-    if r.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=r.lr)
-    elif r.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=0.9)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {r.optimizer!r}")
-    steps = (len(x) + r.batch_size - 1) // r.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=r.epochs * steps)
-    gen = torch.Generator().manual_seed(r.seed)
-    model.train()
-    bar = tqdm(total=r.epochs * steps, desc="training mlp_64_64 on mnist", disable=not progress, unit="batch",
-               leave=False)
-    for _ in range(r.epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            idx = order[i * r.batch_size:(i + 1) * r.batch_size]
-            loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
-    bar.close()
-    return model.eval()
 
 
 def load_mlp_64_64(*, device: str | torch.device = "cpu", retrain: bool = False, progress: bool = True,
                    **overrides) -> nn.Module:
-    """The lecture's MLP trained on MNIST: loaded from the zoo's cache, or trained (seconds) and cached.
+    """The lecture's MLP trained on MNIST: ``advkit.zoo.load("mlp_64_64", ...)`` on the CPU by default.
 
-    The weights live where the zoo keeps its models, ``<cache>/models/mlp_64_64-mnist-<hash>.pt``,
-    the hash taken over the full recipe (:data:`MLP_RECIPE` with ``overrides``: ``epochs``,
-    ``batch_size``, ``lr``, ``optimizer``, ``seed``, ``model_kwargs``), exactly as
-    :func:`advkit.zoo.load` names its files. Default recipe: 97.3% test accuracy, 3.5 s on one
-    CPU thread.
+    A thin alias kept for the detection code and labs: the architecture is
+    :func:`advkit.models.mlp_64_64` and the zoo trains and caches it
+    (``<cache>/models/mlp_64_64-mnist-<hash>.pt``, the hash over the full recipe: :data:`MLP_RECIPE`
+    with ``overrides`` such as ``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``seed``). Default
+    recipe: 97.3% test accuracy, 3.5 s on one CPU thread.
 
     Returns
     -------
@@ -172,32 +109,9 @@ def load_mlp_64_64(*, device: str | torch.device = "cpu", retrain: bool = False,
     >>> model.zoo_record["test_accuracy"]                # doctest: +SKIP
     0.9731
     """
-    from ..data import mnist
-    from ..devices import resolve_device
-    from ..zoo import evaluate
+    from .. import zoo
 
-    r = _mlp_recipe(**overrides)
-    device = resolve_device(device)
-    path = r.path()
-    if path.exists() and not retrain:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model = mlp_64_64(**r.model_kwargs)
-        model.load_state_dict(saved["state_dict"])
-        model = model.to(device).eval()
-        record = saved["record"]
-    else:
-        start = time.perf_counter()
-        model = _train_mlp(r, device, progress)
-        seconds = time.perf_counter() - start
-        x_test, y_test = mnist("test").tensors
-        record = {"recipe": asdict(r), "test_accuracy": evaluate(model, x_test, y_test),
-                  "train_seconds": round(seconds, 1), "device": str(device)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state_dict": model.state_dict(), "record": record}, tmp)
-        os.replace(tmp, path)
-    model.zoo_record = {**record, "path": str(path)}
-    return model
+    return zoo.load("mlp_64_64", device=device, retrain=retrain, progress=progress, **overrides)
 
 
 # =============================================================================== activations and kNN

@@ -22,6 +22,14 @@ distortions close to those for the undefended network. Dividing the deployed log
 again (:class:`Tempered`) also gives the cross-entropy attacks their gradients back.
 
 The deployed model returns raw logits ``z`` (not probabilities), like every advkit model.
+
+Measured on ``zoo.load("cnn_distilled")`` (T = 100, one epoch each for teacher and student):
+98.54% test accuracy; on the first 1000 test images the CE input gradient is exactly zero for
+97.8% and the softmax exactly one-hot for 99.8% (median top-2 logit margin 727). On the first
+100 test images (all correctly classified) FGSM and PGD-40 on the cross-entropy succeed on 0%
+at eps 0.1 and at eps 0.3, whereas :func:`advkit.attacks.cw_l2` with the lab budget
+(``learning_rate=0.1, max_iterations=100, binary_search_steps=6, initial_const=1e-2``) succeeds
+on 100% at a median L2 of 1.46.
 """
 
 from __future__ import annotations

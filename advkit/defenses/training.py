@@ -206,10 +206,12 @@ def adversarial_train(
 ):
     """Train ``model`` in place on ``(x, y)`` against an Linf adversary; returns ``(model, history)``.
 
-    The defaults are the CPU recipe of ``zoo.load("cnn_adv")``: fast FGSM (Wong, Rice & Kolter,
-    "Fast is better than free: Revisiting adversarial training", ICLR 2020) at ``eps = 0.1``, Adam
-    with their cyclic learning rate. See the module docstring for the algorithm and the per-method
-    defaults.
+    The attack and optimiser defaults are the CPU recipe of ``zoo.load("cnn_adv")``: fast FGSM
+    (Wong, Rice & Kolter, "Fast is better than free: Revisiting adversarial training", ICLR 2020)
+    at ``eps = 0.1``, Adam with their cyclic learning rate of peak 5e-3, batches of 100 (the zoo
+    entry trains one epoch: robust error 3.7% under PGD-20 at eps 0.1, step 0.01, on the first
+    1000 MNIST test images, test accuracy 98.83%). See the module docstring for the algorithm and
+    the per-method defaults.
 
     Parameters
     ----------
@@ -415,6 +417,7 @@ def catastrophic_overfitting(
     eps: float = 0.3,
     recipes: dict[str, dict[str, Any]] | None = None,
     arch: Callable[[], nn.Module] | None = None,
+    init: nn.Module | None = None,
     epochs: int = 2,
     eval_every: int = 25,
     seed: int = 0,
@@ -438,7 +441,19 @@ def catastrophic_overfitting(
     (``fgsm_acc``) and the PGD accuracy (``pgd_acc``) on ``eval_data``: catastrophic overfitting is
     ``fgsm_acc`` high while ``pgd_acc`` falls to about 0. ``arch`` builds the network (default:
     :func:`advkit.models.cnn`), seeded with ``seed`` for every recipe so all start from the same
-    weights; ``train_kwargs`` go to :func:`adversarial_train` (``lr``, ``batch_size``, ``eval_pgd``, ...).
+    weights; ``init`` (a trained model of that architecture, e.g. ``zoo.load("cnn")``) makes every
+    recipe start from a copy of its weights instead; ``train_kwargs`` go to
+    :func:`adversarial_train` (``lr``, ``batch_size``, ``eval_pgd``, ...).
+
+    *At CPU scale.* From scratch (the CNN at width 0.5, eps 0.3, a 10,000-image subset, 2
+    epochs, ``eval_every=20``) none of the three default recipes learns anything (all stay at
+    chance, 0.14 accuracy), so the demonstration starts from the standard CNN. Measured (``init=zoo.load("cnn")``, the first 5000 training images, ``epochs=2,
+    eval_every=10, lr=5e-3``, ``eval_pgd=dict(eps_step=0.075, max_iter=10)``, eval on the first
+    100 test images, the zero-start and the 1.25-eps recipes): zero-start FGSM training's PGD
+    accuracy rises to 0.16 at epoch 0.4, then collapses to 0.00-0.06 while its FGSM accuracy
+    climbs to 0.72 (catastrophic overfitting); fast FGSM keeps PGD accuracy at 0.15-0.30 (0.15 at
+    the end) with FGSM accuracy 0.91. The fix is only partial at this scale (a few hundred
+    batches), unlike Wong et al.'s full-length runs.
 
     Returns
     -------
@@ -460,6 +475,8 @@ def catastrophic_overfitting(
     for name, overrides in recipes.items():
         torch.manual_seed(seed)
         model = build()
+        if init is not None:
+            model.load_state_dict(init.state_dict())
         _, hist = adversarial_train(model, x, y, eps=eps, epochs=epochs, eval_data=eval_data,
                                     eval_every=eval_every, seed=seed, progress=progress,
                                     **{**train_kwargs, **overrides})
@@ -541,6 +558,11 @@ def capacity_sweep(widths: Sequence[float] = (0.25, 0.5, 1.0), methods: Sequence
     small ones may lose clean accuracy). This trains the CNN at each ``width`` with each training
     ``method`` on the first ``n_train`` MNIST images (cached by the zoo) and evaluates at ``eps``;
     see :func:`sweep` for the table and ``kwargs``.
+
+    Measured at tiny scale (``widths=(0.25, 1)``, ``n_train=2000, epochs=1``, evaluated on the
+    first 200 test images): at width 0.25 fast FGSM does not learn at all (PGD accuracy 0.14,
+    chance) while standard training reaches 0.30; at width 1 fast FGSM reaches 0.55 against 0.505
+    for standard training (clean 0.725 vs 0.79).
     """
     configs = [{"width": float(w), "method": m} for w in widths for m in methods]
     kwargs = {"batch_size": 100, "lr": 5e-3, **kwargs}  # the optimiser settings of zoo "cnn_adv"
@@ -554,6 +576,10 @@ def weight_decay_sweep(decays: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2), *, met
     L2 regularisation is a classic suspect for robustness (a smaller weight norm bounds the
     Lipschitz constant); this trains the CNN for each ``weight_decay`` (coupled L2 in the
     optimiser) on the first ``n_train`` MNIST images and evaluates at ``eps``; see :func:`sweep`.
+    Measured at tiny scale (``n_train=2000, epochs=1``, first 200 test images): ``weight_decay``
+    1.0 stops learning (0.105 clean, chance) against 0.725 clean / 0.55 PGD without decay. The
+    intermediate values of the curve (robustness converging more slowly than accuracy) need the
+    longer runs of the lab's ``gpu`` profile; they are not measured here.
     """
     configs = [{"weight_decay": float(d), "method": method} for d in decays]
     kwargs = {"batch_size": 100, "lr": 5e-3, **kwargs}  # the optimiser settings of zoo "cnn_adv"

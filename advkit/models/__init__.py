@@ -7,19 +7,21 @@ budgets and pictures are all in pixel space.
 ``lenet5()``                  LeNet-5 (LeCun et al. 1998), as in DeepFool's MNIST table
 ``fc500_150_10()``            the fully connected 784-500-150-10 net of DeepFool's Table 1
 ``cnn()``                     the small MNIST CNN of the Kolter & Madry tutorial (ch. 4)
+``mlp_64_64()``               the lecture's 784-64-64-10 MLP (deep k-NN detection)
 ``resnet50(num_classes, ...)``torchvision ResNet-50, optionally ImageNet-pretrained
 ============================  =======================================================
 """
 
 from __future__ import annotations
 
-from .nets import MNIST_MEAN, MNIST_STD, Normalize, cnn, fc500_150_10, lenet5
+from .nets import MNIST_MEAN, MNIST_STD, Normalize, cnn, fc500_150_10, lenet5, mlp_64_64
 from .resnet import IMAGENET_MEAN, IMAGENET_STD, PretrainedWeightsUnavailable, resnet50
 
 ARCHITECTURES = {
     "lenet5": lenet5,
     "fc500_150_10": fc500_150_10,
     "cnn": cnn,
+    "mlp_64_64": mlp_64_64,
     "resnet50": resnet50,
 }
 
@@ -45,5 +47,6 @@ __all__ = [
     "cnn",
     "fc500_150_10",
     "lenet5",
+    "mlp_64_64",
     "resnet50",
 ]

@@ -1,7 +1,8 @@
-"""Small MNIST networks: LeNet-5, FC500-150-10 and the Kolter-Madry CNN."""
+"""Small MNIST networks: LeNet-5, FC500-150-10, the Kolter-Madry CNN and the lecture's 64-64 MLP."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -89,3 +90,19 @@ def cnn(num_classes: int = 10, *, normalize: bool = True, width: float = 1) -> n
         nn.Linear(h, num_classes),
     ]
     return nn.Sequential(*layers)
+
+
+def mlp_64_64(num_classes: int = 10, in_features: int = 784) -> nn.Sequential:
+    """The lecture's MLP: 784 - 64 - 64 - 10 with ReLU, normalisation inside (pixels in [0, 1]).
+
+    The modules are named ``normalize, flatten, fc1, hidden1, fc2, hidden2, logits``; ``hidden1``
+    and ``hidden2`` are the ReLU outputs, the activations
+    :class:`advkit.defenses.detection.DeepKNN` reads (``detection.MLP_LAYERS``). About 55k parameters.
+    """
+    return nn.Sequential(OrderedDict([
+        ("normalize", Normalize(MNIST_MEAN, MNIST_STD)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(in_features, 64)), ("hidden1", nn.ReLU()),
+        ("fc2", nn.Linear(64, 64)), ("hidden2", nn.ReLU()),
+        ("logits", nn.Linear(64, num_classes)),
+    ]))
