@@ -71,7 +71,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     """Fraction of ``x`` that ``model`` classifies as ``y``."""
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels")
-    return (predict(model, x, batch_size=batch_size) == y.to(x.device)).float().mean().item()
+    return int((predict(model, x, batch_size=batch_size) == y.to(x.device)).sum()) / len(y) if len(y) else float("nan")
 
 
 def robust_accuracy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> float:
@@ -84,7 +84,7 @@ def success_rate(success: torch.Tensor, *, among: torch.Tensor | None = None) ->
     success = success.bool()
     if among is not None:
         success = success[among.bool()]
-    return success.float().mean().item() if len(success) else float("nan")
+    return int(success.sum()) / len(success) if len(success) else float("nan")
 
 
 def median(values: torch.Tensor) -> float:
