@@ -11,6 +11,8 @@ import csv
 import os
 import shutil
 import subprocess
+import time
+import tempfile
 import sys
 from pathlib import Path
 
@@ -164,6 +166,35 @@ def test_no_sandbox_warns_loudly_and_still_grades(tmp_path, monkeypatch, capfd):
     rows = list(csv.reader(open(tmp_path / "gradebook.csv")))
     assert [row[:3] for row in rows[1:]] == [["correct.ipynb", "graded", "3"], ["empty.ipynb", "graded", "0"]]
     assert "without a sandbox" in (tmp_path / "feedback" / "correct.md").read_text()
+
+
+def _processes_in(prefix: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd, cmd = os.readlink(entry / "cwd"), (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if prefix in cwd or prefix in cmd:
+            found.append(f"{entry.name}: {cmd.replace(chr(0), ' ')[:120]}")
+    return found
+
+
+def test_no_sandbox_still_kills_what_a_submission_leaves_behind(tmp_path, monkeypatch):
+    """Without the sandbox there is no PID namespace: a submission that kills its worker leaves the
+    kernel (jupyter_client starts it in a session of its own), and a daemon outlives the kernel.
+    The grader sweeps every process still working in the submission's folder."""
+    monkeypatch.setenv("ADVKIT_GRADER_SANDBOX", "none")
+    r = subprocess.run([sys.executable, "-m", "advkit.cli", "grade", str(LAB), str(TINY / "kill_parent.ipynb"),
+                        str(TINY / "daemon.ipynb"), "--out", str(tmp_path), "--workers", "2", "--memory", "2048"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {row[0]: row for row in list(csv.reader(open(tmp_path / "gradebook.csv")))[1:]}
+    assert rows["kill_parent.ipynb"][1:3] == ["crashed", "0"] and rows["daemon.ipynb"][2] == "0"
+    time.sleep(1)
+    assert _processes_in(tempfile.gettempdir() + "/advkit-grade-") == []
 
 
 def test_dask_local_cluster(tmp_path):

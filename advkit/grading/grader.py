@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Iterable
@@ -98,7 +99,38 @@ def run_worker(job: dict[str, Any], hard_timeout: float) -> dict[str, Any]:
         return _failed(job, "crashed", f"the grader's worker process died (exit status {proc.returncode}); "
                                        "the submission killed it or exhausted a limit", log=tail)
     finally:
+        _sweep(job_dir)
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _sweep(job_dir: Path, rounds: int = 5) -> int:
+    """Kill every process still working in ``job_dir``: its working folder is inside it, or its
+    command line names it (the kernel's connection file). jupyter_client starts the kernel in a
+    session of its own, so killing the worker's process group does not reach it; without the
+    sandbox (no PID namespace, no uid of its own to sweep) a kernel or a daemon it forked would
+    otherwise outlive a submission that killed its worker. Returns the number of processes killed."""
+    root, killed = str(job_dir), 0
+    for _ in range(rounds):
+        found = 0
+        for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cwd = os.readlink(entry / "cwd")
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cwd == root or cwd.startswith(root + "/") or root in cmdline:
+                try:
+                    os.kill(int(entry.name), 9)
+                    found += 1
+                except OSError:
+                    pass
+        killed += found
+        if not found:
+            break
+        time.sleep(0.1)
+    return killed
 
 
 def _killpg(proc: subprocess.Popen) -> None:
