@@ -409,3 +409,17 @@ def test_bpda_pgd_matches_arts_pgd_through_the_same_preprocessor(lenet, digits, 
         assert ours.robust_accuracy == pytest.approx(art_acc)
     else:
         assert abs(ours.robust_accuracy - art_acc) <= 1 / len(x) + 1e-6
+
+
+def test_models_holding_transforms_move_between_devices_and_dtypes():
+    """A Transform is an nn.Module: .to(), .double() and .cpu() must work on a model that holds one
+    (a method named ``_apply`` once shadowed nn.Module._apply and broke them)."""
+    import torch
+
+    from advkit.defenses import TRANSFORMS, ThermometerModel, preprocess
+    from advkit.models import lenet5
+
+    model = preprocess(lenet5(), TRANSFORMS["jpeg"].make())
+    model.to("cpu").double().float()
+    therm = ThermometerModel(lenet5(in_channels=16), levels=16).to(torch.device("cpu"))
+    assert therm(torch.rand(2, 1, 28, 28)).shape == (2, 10)

@@ -119,7 +119,7 @@ def _number(value, name: str, lo: float = 0.0, hi: float = math.inf) -> float:
 class Transform(nn.Module):
     """Base class: a preprocessing transform with a known *kind*.
 
-    Subclasses set ``differentiable`` and ``randomised`` and implement ``_apply(x)``. A
+    Subclasses set ``differentiable`` and ``randomised`` and implement ``_transform(x)``. A
     non-differentiable transform's output has a zero gradient (see the module docstring).
     """
 
@@ -138,14 +138,14 @@ class Transform(nn.Module):
         """The attack this kind calls for: PGD, BPDA, EOT or BPDA + EOT."""
         return ADAPTIVE_ATTACK[self.kind]
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:  # pragma: no cover
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Transform ``x``; a random transform draws from ``generator`` if given (the EOT protocol
         ``t(x, generator)`` of :mod:`advkit.blackbox.eot`), else from its own generator."""
         _check_batch(x)
-        fn = self._apply if generator is None else partial(self._apply, generator=generator)
+        fn = self._transform if generator is None else partial(self._transform, generator=generator)
         if self.differentiable:
             return fn(x)
         return _ZeroGradient.apply(x, fn)
@@ -191,7 +191,7 @@ class RandomTranslate(RandomTransform):
         super().__init__(seed)
         self.max_shift = _positive_int(max_shift, "max_shift", minimum=0)
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         m = self.max_shift
         n, _, h, w = x.shape
         if m == 0:
@@ -235,7 +235,7 @@ class RandomRotate(RandomTransform):
         super().__init__(seed)
         self.max_degrees = _number(max_degrees, "max_degrees", 0.0, 180.0)
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n, _, h, w = x.shape
         if self.max_degrees == 0:
             return x
@@ -256,7 +256,7 @@ class RandomMirror(RandomTransform):
         super().__init__(seed)
         self.p = _number(p, "p", 0.0, 1.0)
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         flip = (torch.rand(len(x), generator=self._gen(generator)) < self.p).to(x.device).view(-1, 1, 1, 1)
         return torch.where(flip, x.flip(3), x)
 
@@ -289,7 +289,7 @@ class GaussianBlur(Transform):
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.sigma == 0 or self.kernel_size == 1:
             return x
         n, c, h, w = x.shape
@@ -315,7 +315,7 @@ class GaussianNoise(RandomTransform):
         super().__init__(seed)
         self.sigma = _number(sigma, "sigma")
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.sigma == 0:
             return x
         noise = torch.randn(x.shape, generator=self._gen(generator)).to(x)
@@ -369,7 +369,7 @@ class MedianSmoothing(Transform):
         super().__init__()
         self.size = _positive_int(size, "size")
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         k = self.size
         if k == 1:
             return x
@@ -410,7 +410,7 @@ class BitDepth(Transform):
         if self.bits > 24:
             raise ValueError(f"bits must be at most 24 (float32 resolution), got {bits}")
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         q = 2 ** self.bits - 1
         return torch.floor(x * q + 0.5).clamp(0, q) / q
 
@@ -436,7 +436,7 @@ class JPEG(Transform):
         if self.quality > 100:
             raise ValueError(f"quality must be in 1..100, got {quality}")
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         import io
 
         import numpy as np
@@ -562,7 +562,7 @@ class TVM(RandomTransform):
         self.isotropic = bool(isotropic)
         self.max_iter = _positive_int(max_iter, "max_iter")
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n, _, h, w = x.shape
         if self.lambda_tv == 0 and self.keep_prob == 1:
             return x
@@ -628,7 +628,7 @@ class ThermometerEncoding(Transform):
         super().__init__()
         self.levels = _positive_int(levels, "levels")
 
-    def _apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return thermometer_encode(x, self.levels)
 
     def approx(self, x: torch.Tensor) -> torch.Tensor:
@@ -662,7 +662,7 @@ class ThermometerModel(nn.Module):
         self.levels = _positive_int(levels, "levels")
         self.bpda = bool(bpda)
         enc = ThermometerEncoding(self.levels)
-        self.encoding = BPDA(enc._apply, approx=enc.approx) if self.bpda else enc
+        self.encoding = BPDA(enc._transform, approx=enc.approx) if self.bpda else enc
         self.train(net.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
