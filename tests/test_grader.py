@@ -63,6 +63,11 @@ def test_every_submission_gets_its_exact_score(batch):
     assert set(got) == set(EXPECTED), "one row per submission, the lab itself excluded"
     if not BWRAP:   # without the PID namespace the kernel's parent is the worker: killing it is a crash
         EXPECTED["kill_parent.ipynb"] = (got["kill_parent.ipynb"][0], 0)
+    # ipykernel buffers stdout and flushes it every 0.2 s: on a fast, idle machine the flood's buffer
+    # can exhaust the kernel's memory limit before the first flush reaches the output cap. Both are
+    # honest reasons; the points must be 0 either way.
+    if got["output_flood.ipynb"][0] == "memory":
+        EXPECTED["output_flood.ipynb"] = ("memory", 0)
     assert got == EXPECTED
     empty = got["empty.ipynb"][1]
     assert all(got[name][1] <= empty for name in HOSTILE)

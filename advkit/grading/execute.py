@@ -213,8 +213,8 @@ def _run(job: Job, d: dict[str, Any], result: dict[str, Any]) -> None:
            "PYTHONDONTWRITEBYTECODE": "1", "JUPYTER_PLATFORM_DIRS": "1", "TMPDIR": str(work / ".tmp"),
            "IPYTHONDIR": str(work / ".ipython"), "MPLCONFIGDIR": str(work / ".mpl")}
     for key in ("ADVKIT_DATA", "ADVKIT_CACHE"):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
+        if os.environ.get(key):   # resolved: the sandbox binds the real folders, not the symlinks to them
+            env[key] = str(Path(os.environ[key]).resolve())
     box = sb.Sandbox(kind, work, readonly=readonly, hidden=hidden, limits=job.limits, uid=uid, env=env)
     result["sandbox"] = kind
     job.km = km = _kernel_manager(box)
