@@ -53,7 +53,10 @@ def _sandbox_pids() -> list[int]:
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     out = tmp_path_factory.mktemp("grade")
-    rows = grade(LAB, [TINY], out, workers=2, limits=LIMITS, progress=False)
+    # a file that is not JSON at all is written here, not stored in the repository
+    broken = tmp_path_factory.mktemp("broken")
+    (broken / "invalid_json.ipynb").write_text('{"cells": [ this is not JSON')
+    rows = grade(LAB, [TINY, broken], out, workers=2, limits=LIMITS, progress=False)
     return out, rows
 
 

@@ -178,7 +178,8 @@ def main() -> None:
     stu = student_copy()
     for name, nb in submissions(stu).items():
         (TINY / f"{name}.ipynb").write_text(nbformat.writes(nb) + "\n")
-    (TINY / "invalid_json.ipynb").write_text('{"cells": [ this is not JSON')
+    # invalid_json.ipynb is written by tests/test_grader.py at test time: a file that is not JSON
+    # cannot be stored under the labs' house rules (notebooks checked for outputs must parse).
     (TINY / "not_notebook.ipynb").write_text(json.dumps({"hello": "world"}))
 
 
