@@ -157,6 +157,21 @@ def test_missing_classes_in_the_seed_set_are_warned_about(lenet, split):
         substitute(lenet, x[:10], y[:10], x_seed=only, arch=tiny_mlp, rho=0, epochs=1, progress=False)
 
 
+def test_target_keyword_is_accepted_as_none_and_refused_otherwise_before_any_query(lenet, split):
+    x, y, x_seed = split
+    kw = dict(x_seed=x_seed[::10], arch=tiny_mlp, rho=0, epochs=1, progress=False)
+    a = substitute(lenet, x[:10], y[:10], **kw)
+    b = substitute(lenet, x[:10], y[:10], target=None, **kw)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.pred, b.pred)
+    counted = CountingModel(lenet).eval()
+    target = (y[:10] + 1) % 10
+    with pytest.raises(NotImplementedError, match=r"untargeted only.*advkit\.attacks\.pgd\(res\.extra\['substitute'\]"):
+        substitute(counted, x[:10], y[:10], target=target, **kw)
+    with pytest.raises(NotImplementedError, match="untargeted only"):
+        substitute(counted, x[:10], y[:10], attack_kwargs={"target": target}, **kw)
+    assert counted.rows == 0  # refused before the oracle was asked anything
+
+
 def test_bad_input_says_what_to_fix(lenet, split):
     x, y, x_seed = split
     kw = dict(x_seed=x_seed, progress=False)

@@ -149,6 +149,20 @@ def test_universal_runs_on_source_and_only_asks_the_judged_model_for_labels(lene
         universal(Oracle(lenet, "labels", n=30), x, y, progress=False)
 
 
+def test_universal_target_keyword_is_accepted_as_none_and_refused_otherwise(lenet, mnist_test):
+    from advkit.blackbox.oracle import Oracle
+
+    x, y = mnist_test
+    x, y = x[:16], y[:16]
+    a = universal(lenet, x, y, eps=0.3, method="sgd", max_passes=1, progress=False)
+    b = universal(lenet, x, y, eps=0.3, method="sgd", max_passes=1, target=None, progress=False)
+    assert torch.equal(a.extra["perturbation"], b.extra["perturbation"])
+    oracle = Oracle(lenet, "labels", n=16)
+    with pytest.raises(NotImplementedError, match=r"untargeted only.*advkit\.attacks\.pgd\(.*target=target\)"):
+        universal(oracle, x, y, source=lenet, target=(y + 1) % 10, progress=False)
+    assert oracle.queries.sum() == 0  # refused before any work
+
+
 # ---------------------------------------------------------------------------- EOT
 
 

@@ -154,6 +154,7 @@ def substitute(
     attack_kwargs: dict | None = None,
     x_holdout: torch.Tensor | None = None,
     max_queries: int | None = None,
+    target: torch.Tensor | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> "AttackResult":  # noqa: F821
@@ -225,6 +226,11 @@ def substitute(
     max_queries : int, optional
         Per-sample budget on the attacked images (2 are needed: clean and adversarial).
         The training queries are fixed by ``|S_0|``, ``rho`` and ``reservoir``.
+    target : None
+        Untargeted only (the attack's convention keeps the keyword): any other value raises
+        ``NotImplementedError``. For a targeted transfer, train the substitute with this
+        function, attack ``result.extra["substitute"]`` with :func:`advkit.attacks.pgd`
+        (``target=...``) and judge the adversarial examples on the model.
     seed : int, default 0
         Seeds the substitute's initial weights, the training order and the reservoir draws
         (private generators; the global RNG is left as it was).
@@ -253,6 +259,12 @@ def substitute(
     """
     from .. import models
 
+    if target is not None or "target" in (attack_kwargs or {}):
+        raise NotImplementedError(
+            "substitute is untargeted only (success: the model's label is no longer y), so target= (or "
+            "attack_kwargs['target']) is not supported. For a targeted transfer attack, call substitute without "
+            "target, then run advkit.attacks.pgd(res.extra['substitute'], x, y, eps=..., target=target) and judge "
+            "its x_adv on the model")
     eps = check_eps(eps)
     try:
         lam = float(lam)

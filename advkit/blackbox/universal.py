@@ -112,6 +112,7 @@ def universal(
     batch_size: int | None = None,
     keep_best: bool = True,
     source: nn.Module | None = None,
+    target: torch.Tensor | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> AttackResult:
@@ -158,6 +159,10 @@ def universal(
         pass, rather than the last one.
     source : nn.Module, optional
         The model whose gradients and labels the algorithm uses (default ``model``: white-box).
+    target : None
+        Untargeted only (the attack's convention keeps the keyword): success is a change of the
+        prediction, so any other value raises ``NotImplementedError``. For per-image targeted
+        examples use :func:`advkit.attacks.pgd` with ``target=...``.
     seed : int, default 0
         Seeds the order of the images in each pass (a private generator).
     progress : bool, default True
@@ -186,6 +191,11 @@ def universal(
     from ..attacks.deepfool import deepfool
     from ..attacks.pgd import project_l2, project_linf
 
+    if target is not None:
+        raise NotImplementedError(
+            "universal is untargeted only (success: the prediction changes from the clean one, whatever the "
+            "label), so target= is not supported; for per-image targeted examples use "
+            "advkit.attacks.pgd(model, x, y, target=target)")
     eps = check_eps(eps)
     p = check_norm(norm, (math.inf, 2.0))
     q = check_norm(deepfool_norm, (math.inf, 2.0))
