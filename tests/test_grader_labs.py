@@ -24,7 +24,8 @@ from advkit.grading.spec import load_spec, seed_for, spec_path
 
 ROOT = Path(__file__).resolve().parents[1]
 LABS = ROOT / "labs"
-GRADED = ["00_taxonomy", "01_fgsm", "02_pgd", "03_optimization_attacks", "05_blackbox"]
+GRADED = ["00_taxonomy", "01_fgsm", "02_pgd", "03_optimization_attacks", "05_blackbox", "06_defenses",
+          "07_common_perturbations"]
 
 
 @pytest.mark.parametrize("lab", GRADED)
@@ -68,10 +69,13 @@ def _spec_module(lab: str) -> dict:
     ("02_pgd", {"N_LOSS": "n_loss", "EPS_MAIN": "eps_main", "EPS_STEP": "eps_step", "MAX_ITER": "max_iter"}),
     ("03_optimization_attacks", {"N_IMAGES": "n_images", "CW_ITERATIONS": "cw_iterations", "CW_LR": "cw_lr",
                                  "CONST_GRID": "const_grid"}),
+    ("06_defenses", {"ADV_NAME": "adv_name", "EPS": "eps", "WIDTHS": "widths", "DECAYS": "decays",
+                     "N_SWEEP": "n_sweep", "SWEEP_EPOCHS": "sweep_epochs"}),
 ])
 def test_recomputed_state_uses_the_grading_parameters(lab, constants):
     """Exercises graded on the lab's state are recomputed by the grader with constants that
-    must be the parameters the kernel runs with (the lab's defaults, updated by the profile)."""
+    must be the parameters the kernel runs with (the lab's defaults, updated by the profile);
+    lab 06's grader warms the model cache with them (the kernel's cache is read-only)."""
     import advkit.lab
 
     params = _defaults(lab) | advkit.lab.load_profile("grading", lab, LABS)
@@ -85,6 +89,15 @@ def test_recomputed_state_uses_the_grading_parameters(lab, constants):
 # in-process grading of one exercise: the kernel's export code called on the instructor's solution
 # cell (or a wrong version of it), the result graded by the spec's grade function
 PRELUDE = "import math\nimport torch\nfrom torch.nn import functional as F\nfrom advkit.blackbox import margin_from_scores\n"
+# names a solution cell uses from the lab's earlier cells (lab 07's picks its digit from section 6)
+LAB_PRELUDE = {"07_common_perturbations": """
+import types
+import advkit.perturbations as P
+import advkit.zoo
+lenet = advkit.zoo.load("lenet5", device="cpu", progress=False)
+xsp, ysp = torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long)
+grid_rot = types.SimpleNamespace(success=torch.zeros(1, dtype=torch.bool))
+"""}
 
 
 def _grade(lab: str, check_name: str, replace: tuple[tuple[str, str], ...] = ()) -> tuple[float, str]:
@@ -94,7 +107,7 @@ def _grade(lab: str, check_name: str, replace: tuple[tuple[str, str], ...] = ())
     nb = nbformat.read(str(source), as_version=4)
     inputs = {k: np.asarray(v) for k, v in spec.inputs(np.random.default_rng(seed_for(lab))).items()}
     ns: dict = {}
-    exec(PRELUDE, ns)
+    exec(PRELUDE + LAB_PRELUDE.get(lab, ""), ns)
     for cell_id in check.cells:
         src = next(c.source for c in nb.cells if c.id == cell_id)
         for old, new in replace:
@@ -120,6 +133,24 @@ WRONG = [   # (lab, check, edits of the solution, the fraction of the points it 
      "differ from jacobian_augmentation"),
     ("05_blackbox", "ex1_my_augmentation", (("    net.eval()\n", ""),), 0.8, "put the net in eval mode"),
     ("05_blackbox", "ex2_my_fd_gradient", (("/ (2 * h)", "/ h"),), 0.0, "relative error"),
+    # lab 06: alpha and 1 - alpha swapped is still right at alpha = 0.5 (one case of four)
+    ("06_defenses", "ex1_my_fgsm_loss", (("alpha * F.cross_entropy(model(x), y) + (1 - alpha)",
+                                          "(1 - alpha) * F.cross_entropy(model(x), y) + alpha"),), 0.25,
+     "ε=0.1, α=0: loss"),
+    # ... and a step down the gradient is still right at alpha = 1 (the clean loss only)
+    ("06_defenses", "ex1_my_fgsm_loss", (("x.detach() + eps", "x.detach() - eps"),), 0.25, "expected"),
+    ("06_defenses", "ex2_my_bpda", (("x + (transform(x) - x).detach()", "x + (transform(x) - x)"),), 0.0,
+     "the gradient is not the identity's"),
+    ("06_defenses", "ex2_my_bpda", (("x + (transform(x) - x).detach()", "x + transform(x).detach()"),), 0.0,
+     "the value differs from transform(x)"),
+    ("07_common_perturbations", "ex1_my_brightness", (("z = x.clamp(eps, 1 - eps)", "z = x"),), 0.8,
+     "clamp x to [1e-7, 1 - 1e-7]"),
+    ("07_common_perturbations", "ex1_my_brightness", (("torch.log(z / (1 - z)) + ", "torch.log(z / (1 - z)) - "),),
+     0.2, "work in logit space"),
+    # lab 07: an index for an angle is right on the lab's grid -30..30 only; a global model on LeNet-5 only
+    ("07_common_perturbations", "ex2_worst_rotation", (("float(angles[loss.argmax()])", "float(loss.argmax() - 30)"),),
+     0.5, "unsorted non-integer angles"),
+    ("07_common_perturbations", "ex2_worst_rotation", (("model(batch)", "lenet(batch)"),), 0.5, "cnn, the angles"),
 ]
 
 

@@ -166,3 +166,30 @@ def fetch(got: Arrays, key: str, shape: tuple[int, ...] | None = None) -> np.nda
 
 def mismatch_fraction(mine: np.ndarray, ref: np.ndarray, atol: float) -> float:
     return float(np.mean(~(np.abs(mine - ref) <= atol)))
+
+
+def unchanged(got: Arrays, key: str, original: np.ndarray) -> bool:
+    """Whether ``got[key]``, the kernel's copy of an input after the student's function ran on it,
+    still equals ``original`` (False: the function modified its argument in place). A missing key
+    or another shape raises ``ValueError``, as :func:`fetch` does."""
+    return bool(np.array_equal(fetch(got, key, original.shape), np.asarray(original).astype(np.float64)))
+
+
+_MODELS: dict[tuple[str, str], object] = {}
+
+
+def cached_model(name: str):
+    """The zoo model ``name`` (``advkit.zoo.load``: ``"lenet5"``, ``"cnn"``, ``"cnn_adv"``, ...) on
+    the CPU in eval mode, loaded once per grader process; trained and cached on first use.
+
+    For references computed in the grader (the same weights the kernel loads from the model
+    cache) and for a spec's ``prepare``, which warms the cache outside the sandbox, where it is
+    read-only. The memo is keyed by the weight file, so another ``ADVKIT_CACHE`` loads afresh.
+    Never hand the model to student code: the grader's references rely on it being unmodified.
+    """
+    import advkit.zoo
+
+    key = (name, str(advkit.zoo.recipe(name).path()))
+    if key not in _MODELS:
+        _MODELS[key] = advkit.zoo.load(name, device="cpu", progress=False).eval()
+    return _MODELS[key]

@@ -8,19 +8,10 @@ Exercise 3 (``eps90``/``rho90``) depends on the lab's state and is left to its v
 
 import numpy as np
 
-from advkit.grading.spec import Check, Spec, fetch, mismatch_fraction
+from advkit.grading.spec import Check, Spec, cached_model, fetch, mismatch_fraction, unchanged
 
 N = 64
 EPS = (0.1, 0.25)
-_cache = {}
-
-
-def _model():
-    if "m" not in _cache:
-        import advkit.zoo
-
-        _cache["m"] = advkit.zoo.load("lenet5", device="cpu", progress=False).eval()
-    return _cache["m"]
 
 
 def inputs(rng):
@@ -52,12 +43,12 @@ def grade_fgsm(targeted):
         from advkit.attacks import fgsm
 
         x, y = torch.from_numpy(inp["x"]), torch.from_numpy(inp["y"])
-        if not np.array_equal(fetch(got, "x_after", inp["x"].shape), inp["x"].astype(np.float64)):
+        if not unchanged(got, "x_after", inp["x"]):
             return 0.0, "your function modified its input x"
         score, msgs = 0.0, []
         for i, eps in enumerate(EPS):
             kw = {"target": torch.from_numpy(inp["target"])} if targeted else {}
-            ref = fgsm(_model(), x, y, eps=eps, **kw).x_adv.numpy().astype(np.float64)
+            ref = fgsm(cached_model("lenet5"), x, y, eps=eps, **kw).x_adv.numpy().astype(np.float64)
             try:
                 mine = fetch(got, f"adv{i}", ref.shape)
             except ValueError as err:
@@ -74,7 +65,7 @@ def grade_fgsm(targeted):
 
 SPEC = Spec(
     inputs=inputs,
-    prepare=_model,
+    prepare=lambda: cached_model("lenet5"),
     checks=(
         Check("ex1_my_fgsm", 2, EXPORT.format(labels="y", eps=EPS, fn="my_fgsm"), grade_fgsm(False), cells=("cell-19",),
               description="my_fgsm equals advkit's FGSM on the grader's digits"),

@@ -15,7 +15,7 @@ The comment that exercise 3 asks for is not graded.
 
 import numpy as np
 
-from advkit.grading.spec import Check, Spec, fetch, mismatch_fraction
+from advkit.grading.spec import Check, Spec, cached_model, fetch, mismatch_fraction, unchanged
 
 N = 64
 STEPS = ((0.1, 0.15, 1), (0.1, 0.03, 5))   # (eps, alpha, steps), as the lab's visible check
@@ -23,14 +23,6 @@ EPS_L2 = (0.5, 3.0)
 # labs/profiles/grading.yaml, 02_pgd (the lab's defaults where the profile keeps them)
 N_LOSS, EPS_MAIN, EPS_STEP, MAX_ITER = 50, 0.1, 0.01, 40
 _cache = {}
-
-
-def _model():
-    if "m" not in _cache:
-        import advkit.zoo
-
-        _cache["m"] = advkit.zoo.load("lenet5", device="cpu", progress=False).eval()
-    return _cache["m"]
 
 
 def inputs(rng):
@@ -80,11 +72,12 @@ def grade_ex1(got, inp):
     from advkit.attacks.pgd import pgd
 
     x, y = torch.from_numpy(inp["x"]), torch.from_numpy(inp["y"])
-    if not np.array_equal(fetch(got, "x_after", inp["x"].shape), inp["x"].astype(np.float64)):
+    if not unchanged(got, "x_after", inp["x"]):
         return 0.0, "your function modified its input x"
     score, msgs = 0.0, []
     for i, (eps, alpha, steps) in enumerate(STEPS):
-        ref = pgd(_model(), x, y, eps=eps, eps_step=alpha, max_iter=steps).x_adv.numpy().astype(np.float64)
+        ref = pgd(cached_model("lenet5"), x, y, eps=eps, eps_step=alpha, max_iter=steps).x_adv
+        ref = ref.numpy().astype(np.float64)
         try:
             mine = fetch(got, f"adv{i}", ref.shape)
         except ValueError as err:
@@ -103,7 +96,7 @@ def grade_ex1(got, inp):
 def grade_ex2(got, inp):
     d = inp["delta"].astype(np.float64)
     norms = np.sqrt((d.reshape(len(d), -1) ** 2).sum(1))
-    if not np.array_equal(fetch(got, "d_after", d.shape), d):
+    if not unchanged(got, "d_after", d):
         return 0.0, "your function modified its input delta"
     score, msgs = 0.0, []
     for i, eps in enumerate(EPS_L2):
@@ -138,7 +131,7 @@ def _ex3_reference():
 
         x_test, y_test = advkit.data.mnist("test").tensors
         x, y = x_test[:N_LOSS], y_test[:N_LOSS]
-        m = _model()
+        m = cached_model("lenet5")
         one = pgd(m, x, y, eps=EPS_MAIN, eps_step=EPS_MAIN, max_iter=1).x_adv
         same = bool(torch.equal(one, fgsm(m, x, y, eps=EPS_MAIN).x_adv))
         fractions = {}
@@ -174,7 +167,7 @@ def grade_ex3(got, inp):
 
 SPEC = Spec(
     inputs=inputs,
-    prepare=_model,
+    prepare=lambda: cached_model("lenet5"),
     checks=(
         Check("ex1_my_pgd_linf_step", 2, EX1, grade_ex1, cells=("cell-10",),
               description="one and five L∞ PGD steps equal advkit's PGD on the grader's digits"),

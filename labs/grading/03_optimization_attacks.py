@@ -18,21 +18,13 @@ import math
 
 import numpy as np
 
-from advkit.grading.spec import Check, Spec, fetch
+from advkit.grading.spec import Check, Spec, cached_model, fetch, unchanged
 
 CASES = ((0.0, True), (1.5, False), (1.5, True), (5.0, True))   # (kappa, targeted) besides the defaults
 # labs/profiles/grading.yaml, 03_optimization_attacks (the lab's defaults where the profile keeps them)
 N_IMAGES, CW_ITERATIONS, CW_LR = 10, 100, 0.1
 CONST_GRID = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 100)
 _cache = {}
-
-
-def _model():
-    if "m" not in _cache:
-        import advkit.zoo
-
-        _cache["m"] = advkit.zoo.load("lenet5", device="cpu", progress=False).eval()
-    return _cache["m"]
 
 
 def inputs(rng):
@@ -81,7 +73,7 @@ def _cw_ref(z, labels, kappa, targeted):
 
 def grade_ex1(got, inp):
     z, labels = inp["z"].astype(np.float64), inp["labels"]
-    if not np.array_equal(fetch(got, "z_after", z.shape), z):
+    if not unchanged(got, "z_after", z):
         return 0.0, "your function modified the logits"
     score, msgs = 0.0, []
     parts = {False: [("default", 0.0)], True: []}
@@ -141,7 +133,7 @@ def _ex3_reference():
         from advkit.attacks.cw import cw_l2
         from advkit.robustness import min_norm_stats
 
-        m = _model()
+        m = cached_model("lenet5")
         x_test, y_test = advkit.data.mnist("test").tensors
         idx = advkit.data.one_per_class(m, x_test, y_test, per_class=max(1, N_IMAGES // 10))
         x, y = x_test[idx], y_test[idx]
@@ -177,7 +169,7 @@ def grade_ex3(got, inp):
 
 SPEC = Spec(
     inputs=inputs,
-    prepare=_model,
+    prepare=lambda: cached_model("lenet5"),
     checks=(
         Check("ex1_cw_loss", 2, EX1, grade_ex1, cells=("ff24d3a1",),
               description="the C&W margin loss equals its closed form on the grader's logits"),

@@ -16,7 +16,7 @@ h = 1e-4 against the gradient of the margin computed with autograd here, both to
 
 import numpy as np
 
-from advkit.grading.spec import Check, Spec, fetch, mismatch_fraction
+from advkit.grading.spec import Check, Spec, cached_model, fetch, mismatch_fraction, unchanged
 
 LAMBDAS = (0.1, -0.1)
 HS = (1e-2, 1e-4)
@@ -36,10 +36,8 @@ def make_net(inputs):
 
 def prepare():
     """Train or load the lab's zoo models outside the sandbox, where the model cache is read-only."""
-    import advkit.zoo
-
     for name in ("lenet5", "fc500_150_10", "cnn"):
-        advkit.zoo.load(name, device="cpu", progress=False)
+        cached_model(name)
 
 
 def make_net(inp):
@@ -122,7 +120,7 @@ def grade_ex1(got, inp):
     labels = torch.from_numpy(inp["alabels"])
     score, msgs = 0.0, []
     for name in ("ax", "ax_noisy"):
-        if not np.array_equal(fetch(got, name + "_after", inp[name].shape), inp[name]):
+        if not unchanged(got, name + "_after", inp[name]):
             return 0.0, "your function modified its input x"
     for name in ("ax", "ax_noisy"):
         x = torch.from_numpy(inp[name])
@@ -170,7 +168,7 @@ def grade_ex2(got, inp):
     from advkit.blackbox import fd_gradient
 
     x = torch.from_numpy(inp["fx"])
-    if not np.array_equal(fetch(got, "x_after", x.shape), inp["fx"]):
+    if not unchanged(got, "x_after", inp["fx"]):
         return 0.0, "your function modified its input x"
     y, coords = torch.from_numpy(inp["fy"]), torch.from_numpy(inp["fcoords"])
     refs = (fd_gradient(make_net(inp), x, y, coords, h=HS[0]).numpy(), _margin_gradient(inp))
