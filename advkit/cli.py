@@ -16,19 +16,27 @@ def _labs_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labs_run(args: argparse.Namespace) -> int:
-    from . import runner
-
+def _params(items: list[str] | None) -> dict | None:
+    """``-p NAME=VALUE`` options as a dict (JSON values, else strings); None after printing an error."""
     extra = {}
-    for item in args.param or []:
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
             print(f"advkit: -p expects NAME=VALUE, got {item!r}", file=sys.stderr)
-            return 2
+            return None
         try:
             extra[key] = json.loads(value)
         except json.JSONDecodeError:
             extra[key] = value
+    return extra
+
+
+def _labs_run(args: argparse.Namespace) -> int:
+    from . import runner
+
+    extra = _params(args.param)
+    if extra is None:
+        return 2
     try:
         runs = runner.run(args.names, profile=args.profile, out=Path(args.out) if args.out else None,
                           extra_params=extra, threads=args.threads)
@@ -36,6 +44,24 @@ def _labs_run(args: argparse.Namespace) -> int:
         print(f"advkit: {err}", file=sys.stderr)
         return 2
     return 0 if all(r.status == "ok" for r in runs) else 1
+
+
+def _reproduce_thesis(args: argparse.Namespace) -> int:
+    from . import reproduce
+
+    extra = _params(args.param)
+    if extra is None:
+        return 2
+    try:
+        reproduce.thesis(profile=args.profile, datasets=args.datasets, images=args.images, out=args.out,
+                         extra_params=extra, threads=args.threads)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"advkit: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"advkit: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _data_info(args: argparse.Namespace) -> int:
@@ -108,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--memory", type=float, metavar="MIB", help="address-space limit of a kernel (default 8192)")
     grade.add_argument("--dask", metavar="ADDRESS", help="run on a Dask scheduler, e.g. tcp://host:8786")
     grade.set_defaults(func=_grade)
+
+    rep = sub.add_parser("reproduce", help="reproduce a published experiment")
+    rep_sub = rep.add_subparsers(dest="reproduce_command", required=True)
+    th = rep_sub.add_parser("thesis", help="the 2020 thesis: ResNet-50, five perturbations, PGD (runs lab 08)")
+    th.add_argument("--profile", help="parameter profile, e.g. gpu (all four data sets at full scale)")
+    th.add_argument("--datasets", nargs="+", metavar="NAME",
+                    help="mnist, pentomino, imagenette, imagewoof (default: all four)")
+    th.add_argument("--images", type=int, metavar="N",
+                    help="images per data set of the table with confidence intervals (default: the profile's)")
+    th.add_argument("--out", help="output folder (default: build/thesis of the checkout)")
+    th.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="any other lab parameter (JSON value)")
+    th.add_argument("--threads", type=int, metavar="N", help="torch threads of the lab kernel")
+    th.set_defaults(func=_reproduce_thesis)
 
     data = sub.add_parser("data", help="where advkit looks for data")
     data.set_defaults(func=_data_info)

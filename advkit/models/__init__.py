@@ -15,7 +15,7 @@ budgets and pictures are all in pixel space.
 from __future__ import annotations
 
 from .nets import MNIST_MEAN, MNIST_STD, Normalize, cnn, fc500_150_10, lenet5, mlp_64_64
-from .resnet import IMAGENET_MEAN, IMAGENET_STD, PretrainedWeightsUnavailable, resnet50
+from .resnet import IMAGENET_MEAN, IMAGENET_STD, PretrainedWeightsUnavailable, pretrained_available, pretrained_cached, resnet50
 
 ARCHITECTURES = {
     "lenet5": lenet5,
@@ -48,5 +48,7 @@ __all__ = [
     "fc500_150_10",
     "lenet5",
     "mlp_64_64",
+    "pretrained_available",
+    "pretrained_cached",
     "resnet50",
 ]

@@ -30,6 +30,7 @@ def sweep(
     before_model: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 256,
     progress: bool = True,
+    per_image: bool = False,
 ) -> list[dict]:
     """Evaluate ``model`` on every perturbation level; one row (a dict) per (perturbation, level).
 
@@ -56,6 +57,9 @@ def sweep(
         draws (not their distribution) change with ``batch_size``.
     progress : bool
         A ``tqdm`` bar over the levels.
+    per_image : bool
+        Also return, per row, ``correct``: a bool tensor of length ``N`` (which images the model
+        still classifies correctly), for per-image statistics such as a bootstrap interval.
 
     Returns
     -------
@@ -71,6 +75,7 @@ def sweep(
     jobs = [(name, lvl) for name, lvls in levels.items() for lvl in lvls]
     for name, lvl in tqdm(jobs, desc="perturbations", disable=not progress, leave=False):
         correct, prob, norms = 0, 0.0, {1: 0.0, 2: 0.0, float("inf"): 0.0}
+        hits = []
         for i in range(0, len(x), batch_size):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
             # one seed per batch (seed + index of its first image): the random draws depend on
@@ -79,10 +84,14 @@ def sweep(
             for p in norms:
                 norms[p] += lp_norm(xp - xb, p).sum().item()
             logits = model(before_model(xp) if before_model is not None else xp)
-            correct += (logits.argmax(1) == yb).sum().item()
+            hit = logits.argmax(1) == yb
+            hits.append(hit.cpu())
+            correct += hit.sum().item()
             prob += logits.softmax(1).gather(1, yb[:, None]).sum().item()
         n = len(x)
         rows.append({"perturbation": name, "level": float(lvl), "n": n, "accuracy": correct / n,
                      "mean_true_prob": prob / n, "l1": norms[1] / n, "l2": norms[2] / n,
                      "linf": norms[float("inf")] / n})
+        if per_image:
+            rows[-1]["correct"] = torch.cat(hits)
     return rows
