@@ -25,7 +25,7 @@ from advkit.grading.spec import load_spec, seed_for, spec_path
 ROOT = Path(__file__).resolve().parents[1]
 LABS = ROOT / "labs"
 GRADED = ["00_taxonomy", "01_fgsm", "02_pgd", "03_optimization_attacks", "05_blackbox", "06_defenses",
-          "07_common_perturbations"]
+          "07_common_perturbations", "08_thesis_reproduction"]
 
 
 @pytest.mark.parametrize("lab", GRADED)
@@ -71,11 +71,12 @@ def _spec_module(lab: str) -> dict:
                                  "CONST_GRID": "const_grid"}),
     ("06_defenses", {"ADV_NAME": "adv_name", "EPS": "eps", "WIDTHS": "widths", "DECAYS": "decays",
                      "N_SWEEP": "n_sweep", "SWEEP_EPOCHS": "sweep_epochs"}),
+    ("08_thesis_reproduction", {"SCALE": "scale", "DATASETS": "datasets", "SETTINGS": "settings"}),
 ])
 def test_recomputed_state_uses_the_grading_parameters(lab, constants):
     """Exercises graded on the lab's state are recomputed by the grader with constants that
     must be the parameters the kernel runs with (the lab's defaults, updated by the profile);
-    lab 06's grader warms the model cache with them (the kernel's cache is read-only)."""
+    lab 06's and lab 08's graders warm the model cache with them (the kernel's cache is read-only)."""
     import advkit.lab
 
     params = _defaults(lab) | advkit.lab.load_profile("grading", lab, LABS)
@@ -151,6 +152,15 @@ WRONG = [   # (lab, check, edits of the solution, the fraction of the points it 
     ("07_common_perturbations", "ex2_worst_rotation", (("float(angles[loss.argmax()])", "float(loss.argmax() - 30)"),),
      0.5, "unsorted non-integer angles"),
     ("07_common_perturbations", "ex2_worst_rotation", (("model(batch)", "lenet(batch)"),), 0.5, "cnn, the angles"),
+    # lab 08: a z fixed inside the function is right at the default z only; Wald's half-width is wrong everywhere
+    ("08_thesis_reproduction", "ex1_my_wilson", (("    p = k / n\n", "    p = k / n\n    z = 1.959964\n"),), 2 / 3,
+     "another z: "),
+    ("08_thesis_reproduction", "ex1_my_wilson", ((" + z * z / (4 * n * n))", ")"),), 0.0, "k = 0 and k = n: "),
+    ("08_thesis_reproduction", "ex2_mean_true_prob", (("return float(", "return ("),), 0.8, "return a Python float"),
+    ("08_thesis_reproduction", "ex2_mean_true_prob", (("softmax(1)", "softmax(0)"),), 0.0, "1 image, 10 classes"),
+    # ... half a unit of 2 decimals whatever decimals says; the right n as a float
+    ("08_thesis_reproduction", "ex3_min_images", (("0.5 * 10 ** -decimals", "0.005"),), 0.5, "other decimals: "),
+    ("08_thesis_reproduction", "ex3_min_images", (("return n\n", "return float(n)\n"),), 0.75, "return a Python int"),
 ]
 
 
