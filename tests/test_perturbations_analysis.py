@@ -168,8 +168,8 @@ def test_corruption_sweep_rejects_bad_input(digits, lenet):
         P.corruption_sweep(lenet, x, y, suite="cifar_c")
     with pytest.raises(ValueError, match="unknown mnist_c"):
         P.corruption_sweep(lenet, x, y, names=["snow"])
-    with pytest.raises(NotImplementedError, match="motion_blur"):
-        P.corruption_sweep(lenet, x, y, names=["motion_blur"])
+    with pytest.raises(NotImplementedError, match="frost"):
+        P.corruption_sweep(lenet, x, y, suite="imagenet_c", names=["frost"])
     with pytest.raises(TypeError, match="nn.Module"):
         P.corruption_sweep({"m": "lenet"}, x, y)
 

@@ -11,8 +11,8 @@
 ``sweep``                the thesis's protocol: accuracy, true-class probability, L1/L2/Linf per level
 ``rotate_translate``     rotation about the centre then a pixel shift, zero padding
 ``spatial_attack``       Engstrom et al. 2019: grid (775) or worst-of-k rotations + translations
-``mnist_c``              MNIST-C corruptions (Mu & Gilmer 2019), 14 of the 15 (not motion_blur)
-``imagenet_c``           ImageNet-C corruptions (Hendrycks & Dietterich 2019), 11 of 15, 5 severities
+``mnist_c``              MNIST-C corruptions (Mu & Gilmer 2019), all 15
+``imagenet_c``           ImageNet-C corruptions (Hendrycks & Dietterich 2019), 14 of 15 (not frost), 5 severities
 ``mce``                  mean corruption error, and ``relative_mce`` (Hendrycks & Dietterich 2019)
 =======================  ==============================================================================
 """

@@ -80,7 +80,7 @@ def corruption_sweep(
         ``None``) or ImageNet-C (Hendrycks & Dietterich 2019, ``severities`` 1..5).
     names : sequence of str, optional
         Corruptions to run; default every implemented one of the suite, in the paper's order
-        (the not-implemented ones, e.g. MNIST-C ``motion_blur``, are skipped).
+        (the not-implemented ones, e.g. ImageNet-C ``frost``, are skipped).
     severities : sequence of int
         ImageNet-C severities (ignored for MNIST-C).
     seed : int
