@@ -317,10 +317,9 @@ def train(cfg: Config, *, device: str | torch.device = "auto", progress: bool = 
               "history": history, "source": data["source"], "pipeline_check": data["pipeline_check"],
               "device": str(device)}
     record["label"] = model_label(record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"state_dict": model.state_dict(), "record": record}, tmp)
-    os.replace(tmp, path)  # atomic, as the zoo's cache
+    from .zoo import save_checkpoint
+
+    save_checkpoint(path, model, record)
     model.thesis_record = {**record, "path": str(path), "cached": False}
     return model
 

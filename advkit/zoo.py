@@ -253,6 +253,14 @@ def _defense_record(r: Recipe, model: nn.Module, x_test: torch.Tensor, y_test: t
             "saturation": sat, "saturation_eval": "softmax_saturation on the first 1000 MNIST test images"}
 
 
+def save_checkpoint(path: Path, model: nn.Module, record: dict[str, Any]) -> None:
+    """Write ``{"state_dict", "record"}`` to ``path`` atomically: a crash never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"state_dict": model.state_dict(), "record": record}, tmp)
+    os.replace(tmp, path)
+
+
 def load(
     arch: str,
     dataset: str = "mnist",
@@ -319,10 +327,7 @@ def load(
         if r.training != "standard":
             record.update(_defense_record(r, model, x_test, y_test))
             record["history"] = model.__dict__.pop("train_history", [])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state_dict": model.state_dict(), "record": record}, tmp)
-        os.replace(tmp, path)  # atomic: a crash never leaves half a checkpoint
+        save_checkpoint(path, model, record)
     model.zoo_record = {**record, "path": str(path)}
     return model
 

@@ -82,17 +82,11 @@ def _implementations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
     return impls
 
 
-def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, repeats: int = 3, eps: float = 0.1,
-        eps_step: float = 0.01, max_iter: int = 40) -> list[dict]:
-    """Time each implementation ``repeats`` times (after a 2-step warm-up); one row per implementation.
-
-    Rows: ``attack``, ``impl``, ``seconds`` (median), ``passes`` (forward+backward per sample),
-    ``ratio_vs_plain``, ``cpu_seconds`` (median process CPU time: less sensitive than wall time
-    to other processes' load), ``robust_accuracy`` and ``max_linf`` (quality checks, outside the
-    timing), ``all_seconds`` (every repeat).
-    """
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    impls = _implementations(model, x, y, eps, eps_step)
+def time_interleaved(impls: dict[str, Callable[[int], torch.Tensor]], max_iter: int, repeats: int,
+                     sync: Callable[[], None]) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, torch.Tensor]]:
+    """Warm every implementation up (2 steps), then run them in turn ``repeats`` times, so that a
+    change of machine load hits all of them alike. Returns wall and CPU seconds per repeat and the
+    last ``x_adv``, per implementation."""
     with warnings.catch_warnings():  # warm-up (allocator, oneDNN kernels, CUDA context); 2 steps are "too short"
         warnings.simplefilter("ignore")
         for f in impls.values():
@@ -108,6 +102,21 @@ def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, repeats: int = 3,
             sync()
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
+    return times, cpu, x_adv
+
+
+def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, repeats: int = 3, eps: float = 0.1,
+        eps_step: float = 0.01, max_iter: int = 40) -> list[dict]:
+    """Time each implementation ``repeats`` times (after a 2-step warm-up); one row per implementation.
+
+    Rows: ``attack``, ``impl``, ``seconds`` (median), ``passes`` (forward+backward per sample),
+    ``ratio_vs_plain``, ``cpu_seconds`` (median process CPU time: less sensitive than wall time
+    to other processes' load), ``robust_accuracy`` and ``max_linf`` (quality checks, outside the
+    timing), ``all_seconds`` (every repeat).
+    """
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    impls = _implementations(model, x, y, eps, eps_step)
+    times, cpu, x_adv = time_interleaved(impls, max_iter, repeats, sync)
     plain = statistics.median(times["plain loop"])
     rows = []
     for name in impls:

@@ -83,16 +83,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from advkit.attacks.pgd import pgd
+from bench_pgd import plain_loop, time_interleaved  # the same textbook loop and timing as bench_pgd.py
 
 #: Table 9 of the thesis: ART's PGD on ten images per data set, batch_size=1, GTX 1080, 100 steps.
 THESIS_SECONDS = (134.0, 158.0)
@@ -116,19 +114,6 @@ def setup(size: int = 64, channels: int = 3, device: str = "cpu", seed: int = 0,
     with torch.no_grad():
         y = model(x).argmax(1)
     return model, x, y
-
-
-def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, eps_step: float,
-               max_iter: int) -> torch.Tensor:
-    """The textbook Linf PGD loop (Madry et al.) on the whole batch, nothing else."""
-    x_adv = x.clone()
-    for _ in range(max_iter):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + eps_step * grad.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
-    return x_adv
 
 
 def _implementations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, eps_step: float,
@@ -181,21 +166,7 @@ def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, repeats: int = 3,
         raise ValueError(f"max_iter must be an int >= 1 (the thesis used 100), got {max_iter!r}")
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     impls = _implementations(model, x, y, eps, eps_step, art)
-    with warnings.catch_warnings():  # 2 steps cannot reach the edge of the ball: pgd says so; not the point here
-        warnings.simplefilter("ignore")
-        for f in impls.values():
-            f(2)
-    sync()
-    times: dict[str, list[float]] = {name: [] for name in impls}
-    cpu: dict[str, list[float]] = {name: [] for name in impls}
-    x_adv: dict[str, torch.Tensor] = {}
-    for _ in range(repeats):
-        for name, f in impls.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            x_adv[name] = f(max_iter)
-            sync()
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+    times, cpu, x_adv = time_interleaved(impls, max_iter, repeats, sync)
     plain = statistics.median(times["plain loop"])
     art1 = statistics.median(times["ART bs=1"]) if "ART bs=1" in times else None
     with torch.no_grad():
