@@ -14,7 +14,7 @@ from advkit import models, zoo
 from advkit.attacks import cw_l2, fgsm, pgd
 from advkit.defenses import (
     Tempered, adversarial_train, capacity_sweep, catastrophic_overfitting, defensive_distillation, resolve_method,
-    softmax_saturation, training_perturbation, weight_decay_sweep,
+    softmax_saturation, training_perturbation, weight_decay_curve, weight_decay_summary, weight_decay_sweep,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -319,3 +319,78 @@ def test_capacity_and_weight_decay_sweeps(staged, mnist_test, monkeypatch):
     monkeypatch.setattr(zoo, "train", lambda *a, **k: pytest.fail("a cached model must not be retrained"))
     again = weight_decay_sweep((1.0,), eps=0.1, n_train=2000, epochs=1, eval_data=ev, progress=False)
     assert again.pgd_acc[0] == wd.pgd_acc[0] and again.path[0] == wd.path[0]
+
+
+def test_weight_decay_curve(staged, mnist_test, monkeypatch):
+    """The lecture's regularisation curve at tiny scale (1000 digits, 4 epochs of softmax
+    regression): the history is the training loop's own, the boundary distance is DeepFool's and
+    never shorter than the closed-form distance of the affine model, and weight decay buys
+    distance (and a smaller weight norm)."""
+    from advkit.attacks import deepfool
+    from advkit.data import mnist
+
+    monkeypatch.setenv("ADVKIT_DATA", str(staged))
+    xt, yt = mnist_test
+    ev = (xt[:200], yt[:200])
+    curve = weight_decay_curve((0.0, 0.1), n_train=1000, epochs=4, eval_data=ev, progress=False)
+    assert list(curve.columns) == ["weight_decay", "epoch", "loss", "train_acc", "clean_acc", "boundary_l2",
+                                   "boundary_l2_median", "weight_norm", "seconds"]
+    assert curve.weight_decay.tolist() == [0.0] * 4 + [0.1] * 4 and curve.epoch.tolist() == [1.0, 2.0, 3.0, 4.0] * 2
+    x, y = mnist("train").tensors
+    for d in (0.0, 0.1):
+        torch.manual_seed(0)          # the curve's initial weights
+        m = models.softmax_regression()
+        _, hist = adversarial_train(m, x[:1000], y[:1000], method="none", epochs=4, lr=0.01, optimizer="sgd",
+                                    lr_schedule="constant", weight_decay=d, progress=False)
+        last = curve[curve.weight_decay == d].iloc[-1]
+        assert last.loss == pytest.approx(hist.loss.iloc[-1], rel=1e-5)
+        ok = m(ev[0]).argmax(1) == ev[1]
+        assert last.clean_acc == pytest.approx(ok.float().mean().item())
+        r = deepfool(m, ev[0][ok], ev[1][ok])
+        assert bool(r.success.all())
+        norms = r.norms(2)
+        assert last.boundary_l2 == pytest.approx(norms.mean().item(), rel=1e-4)
+        assert last.boundary_l2_median == pytest.approx(norms.median().item(), rel=1e-4)
+        # closed form of the affine model without the box: min_j (z_y - z_j) / ||w_y - w_j||
+        w, b = m.logits.weight.detach(), m.logits.bias.detach()
+        z = ev[0][ok].flatten(1) @ w.T + b
+        yy = ev[1][ok]
+        gap = z.gather(1, yy[:, None]) - z
+        dist = gap / (w[yy][:, None, :] - w[None]).norm(dim=2).clamp_min(1e-12)
+        dist[torch.arange(len(yy)), yy] = float("inf")
+        closed = dist.min(1).values
+        assert bool((norms >= closed * (1 - 1e-4)).all())     # DeepFool crosses the boundary: never shorter
+        assert norms.mean() <= 1.5 * closed.mean()             # measured 1.18 and 1.16 times longer (the box)
+        assert last.weight_norm == pytest.approx(torch.cat([p.detach().flatten() for p in m.parameters()]).norm().item(),
+                                                 rel=1e-5)
+    by = {d: g.iloc[-1] for d, g in curve.groupby("weight_decay")}
+    assert by[0.1].boundary_l2 > by[0.0].boundary_l2 * 1.03        # measured 1.350 vs 1.254
+    assert by[0.1].weight_norm < by[0.0].weight_norm * 0.9         # measured 2.41 vs 2.88
+    # the same call gives the same numbers (seeded initialisation and shuffling)
+    again = weight_decay_curve((0.1,), n_train=1000, epochs=4, eval_data=ev, progress=False)
+    assert again.boundary_l2.tolist() == curve[curve.weight_decay == 0.1].boundary_l2.tolist()
+    with pytest.raises(ValueError, match="decays"):
+        weight_decay_curve((0.0, -1e-3), n_train=100, epochs=1, eval_data=ev, progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        weight_decay_curve((0.0,), n_train=100, epochs=0, eval_data=ev, progress=False)
+
+
+def test_weight_decay_summary_reads_the_curve():
+    """First, final and late change on a hand-made curve: the late change is relative to the
+    final value and taken from the epoch at ``since`` of the run."""
+    import pandas as pd
+
+    curve = pd.DataFrame({"weight_decay": [0.0] * 4 + [0.5] * 4, "epoch": [4, 1, 2, 3] + [1, 2, 3, 4],
+                          "clean_acc": [0.9, 0.5, 0.8, 0.9, 0.4, 0.4, 0.4, 0.4],
+                          "boundary_l2": [1.0, 2.0, 1.6, 1.2, 3.0, 3.0, 3.0, 3.3]})
+    s = weight_decay_summary(curve)
+    assert s.weight_decay.tolist() == [0.0, 0.5]
+    r0, r1 = s.iloc[0], s.iloc[1]
+    assert (r0.clean_acc_first, r0.clean_acc_final, r0.clean_acc_late_change) == (0.5, 0.9, pytest.approx(0.1 / 0.9))
+    assert r0.boundary_l2_late_change == pytest.approx((1.0 - 1.6) / 1.0)     # epoch 2 = half of 4
+    assert r1.boundary_l2_late_change == pytest.approx(0.3 / 3.3) and r1.clean_acc_late_change == 0.0
+    assert weight_decay_summary(curve, since=0.75).iloc[0].boundary_l2_late_change == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="boundary_l2"):
+        weight_decay_summary(curve.drop(columns="boundary_l2"))
+    with pytest.raises(ValueError, match="since"):
+        weight_decay_summary(curve, since=1.0)

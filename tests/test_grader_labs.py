@@ -69,7 +69,7 @@ def _spec_module(lab: str) -> dict:
     ("02_pgd", {"N_LOSS": "n_loss", "EPS_MAIN": "eps_main", "EPS_STEP": "eps_step", "MAX_ITER": "max_iter"}),
     ("03_optimization_attacks", {"N_IMAGES": "n_images", "CW_ITERATIONS": "cw_iterations", "CW_LR": "cw_lr",
                                  "CONST_GRID": "const_grid"}),
-    ("06_defenses", {"ADV_NAME": "adv_name", "EPS": "eps", "WIDTHS": "widths", "DECAYS": "decays",
+    ("06_defenses", {"ADV_NAME": "adv_name", "EPS": "eps", "WIDTHS": "widths",
                      "N_SWEEP": "n_sweep", "SWEEP_EPOCHS": "sweep_epochs"}),
     ("08_thesis_reproduction", {"SCALE": "scale", "DATASETS": "datasets", "SETTINGS": "settings"}),
 ])

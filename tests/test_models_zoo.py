@@ -19,6 +19,16 @@ def test_mnist_architectures(name, params):
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
 
+def test_softmax_regression_acts_on_raw_pixels():
+    """The one model without a normalisation layer: its logits are W x + b on the pixels, so an L2
+    penalty and the L2 distance to its boundary live in pixel space."""
+    model = models.build("softmax_regression").eval()
+    assert sum(p.numel() for p in model.parameters()) == 7850
+    x = torch.rand(3, 1, 28, 28)
+    w, b = model.logits.weight, model.logits.bias
+    assert torch.allclose(model(x), x.flatten(1) @ w.T + b, atol=1e-6)
+
+
 def test_normalize_inside_the_model():
     norm = models.Normalize((0.5,), (0.25,))
     assert torch.allclose(norm(torch.full((1, 1, 2, 2), 0.75)), torch.ones(1, 1, 2, 2))

@@ -22,7 +22,7 @@ from .detection import DeepKNN, FeatureSqueezing, auc, detection_at_fpr, dknn_ad
 __all__ += ["DeepKNN", "FeatureSqueezing", "auc", "detection_at_fpr", "dknn_adaptive_attack", "knn", "load_mlp_64_64", "mlp_64_64", "roc_auc", "roc_curve", "squeeze_adaptive_attack", "threshold_at_fpr"]
 from .scoreboard import Defense, scoreboard  # noqa: E402
 __all__ += ["Defense", "scoreboard"]
-from .training import adversarial_train, capacity_sweep, catastrophic_overfitting, evaluate_robustness, resolve_method, sweep, training_perturbation, weight_decay_sweep  # noqa: E402
-__all__ += ["adversarial_train", "capacity_sweep", "catastrophic_overfitting", "evaluate_robustness", "resolve_method", "sweep", "training_perturbation", "weight_decay_sweep"]
+from .training import adversarial_train, capacity_sweep, catastrophic_overfitting, evaluate_robustness, resolve_method, sweep, training_perturbation, weight_decay_curve, weight_decay_summary, weight_decay_sweep  # noqa: E402
+__all__ += ["adversarial_train", "capacity_sweep", "catastrophic_overfitting", "evaluate_robustness", "resolve_method", "sweep", "training_perturbation", "weight_decay_curve", "weight_decay_summary", "weight_decay_sweep"]
 from .distillation import Tempered, defensive_distillation, soft_labels, softmax_saturation  # noqa: E402
 __all__ += ["Tempered", "defensive_distillation", "soft_labels", "softmax_saturation"]

@@ -201,6 +201,7 @@ def adversarial_train(
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
     eval_every: int | None = None,
     eval_pgd: dict[str, Any] | None = None,
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     callback: Callable[[dict[str, Any], nn.Module], bool | None] | None = None,
     progress: bool = True,
 ):
@@ -258,6 +259,10 @@ def adversarial_train(
     eval_pgd : dict, optional
         Keyword arguments of :func:`evaluate_robustness` for the PGD evaluation (``eps_step``,
         ``max_iter``, ``random_start``; default ``eps / 10``, 20, False).
+    eval_fn : callable, optional
+        ``eval_fn(model) -> dict`` of further measurements added to every history row (the model
+        is in eval mode during the call and back in training mode after it), e.g. the DeepFool
+        distance of :func:`weight_decay_curve`.
     callback : callable, optional
         ``callback(row, model)`` after each history row; returning True stops training (e.g. early
         stopping when ``row["pgd_acc"]`` collapses).
@@ -341,6 +346,10 @@ def adversarial_train(
                        "loss": run_loss / run_n, "train_acc": run_correct / run_n, "seconds": trained_s}
                 if eval_data is not None:
                     row.update(evaluate_robustness(model, *eval_data, eps=cfg["eps"], **(eval_pgd or {})))
+                if eval_fn is not None:
+                    model.eval()
+                    row.update(eval_fn(model))
+                    model.train()
                 rows.append(row)
                 bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "train_acc", "pgd_acc") if k in row})
                 run_loss = run_correct = run_n = 0.0
@@ -578,9 +587,142 @@ def weight_decay_sweep(decays: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2), *, met
     optimiser) on the first ``n_train`` MNIST images and evaluates at ``eps``; see :func:`sweep`.
     Measured at tiny scale (``n_train=2000, epochs=1``, first 200 test images): ``weight_decay``
     1.0 stops learning (0.105 clean, chance) against 0.725 clean / 0.55 PGD without decay. The
-    intermediate values of the curve (robustness converging more slowly than accuracy) need the
-    longer runs of the lab's ``gpu`` profile; they are not measured here.
+    intermediate values show nothing at this scale; the lecture's curve (robustness against
+    weight decay, and over the epochs) is :func:`weight_decay_curve`, on standard training.
     """
     configs = [{"weight_decay": float(d), "method": method} for d in decays]
     kwargs = {"batch_size": 100, "lr": 5e-3, **kwargs}  # the optimiser settings of zoo "cnn_adv"
     return sweep(configs, eps=eps, eval_eps=eps, n_train=n_train, epochs=epochs, **kwargs)
+
+
+def weight_decay_curve(
+    decays: Sequence[float] = (0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3),
+    *,
+    arch: str = "softmax_regression",
+    n_train: int = 10000,
+    epochs: int = 30,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    optimizer: str = "sgd",
+    lr: float = 0.01,
+    batch_size: int = 100,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+):
+    """Clean accuracy and distance to the decision boundary, per epoch, against L2 weight decay.
+
+    The lecture's regularisation experiment: standard training (no attack) of ``arch`` on the
+    first ``n_train`` MNIST training images, once per coefficient ``lambda`` in ``decays`` (the
+    penalty ``lambda * ||theta||^2 / 2`` through the optimiser's coupled ``weight_decay``; SGD
+    with momentum 0.9 at a constant ``lr``, so that the epochs show convergence, not a schedule).
+    After every epoch the model is measured on ``eval_data`` (default: the first 1000 MNIST test
+    images): ``clean_acc`` and the **robustness** ``boundary_l2``, the mean L2 norm of the
+    DeepFool perturbation (:func:`advkit.attacks.deepfool`, overshoot 0.02) over the correctly
+    classified images, i.e. how far the average correct image is from a wrong class. For the
+    default ``softmax_regression`` the distance to the nearest boundary without the box is the
+    closed form ``min_j (z_y - z_j) / ||w_y - w_j||_2``; DeepFool's perturbation stays in [0, 1]
+    and crosses the boundary, so it is never shorter (about 6-40% longer on MNIST digits, whose
+    black pixels cannot get darker).
+    Robust accuracy at a fixed ``eps`` would mix robustness with the falling clean accuracy;
+    the distance does not. :func:`weight_decay_summary` summarises the curve.
+
+    Measured with the defaults (2-core CPU, about 45 s): after 30 epochs ``boundary_l2`` grows
+    with every step of ``lambda`` from 1.00 (``lambda = 0``) to 1.60 (``lambda = 0.3``) while clean
+    accuracy falls from 0.898 to 0.780, so robustness keeps growing where the model is already
+    over-regularised for accuracy; and without decay the accuracy is within 1% of its final value
+    after about 10 epochs while the distance is still falling at epoch 30 (1.36 after one epoch):
+    robustness converges more slowly than accuracy, and a stronger penalty makes both settle
+    within a few epochs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (``weight_decay``, ``epoch``): ``weight_decay``, ``epoch``, ``loss`` (mean
+        training cross-entropy over the epoch, penalty excluded), ``train_acc``, ``clean_acc``,
+        ``boundary_l2``, ``boundary_l2_median``, ``weight_norm`` (``||theta||_2``) and ``seconds``.
+
+    Example
+    -------
+    >>> curve = weight_decay_curve((0.0, 0.01, 0.1), epochs=10)              # doctest: +SKIP
+    >>> weight_decay_summary(curve)                                              # doctest: +SKIP
+    """
+    import pandas as pd
+
+    from .. import models
+    from ..attacks.deepfool import deepfool
+    from ..data import mnist
+    from ..devices import resolve_device
+
+    decays = [float(d) for d in decays]
+    if not decays or not all(d >= 0 and math.isfinite(d) for d in decays):
+        raise ValueError(f"decays must be a non-empty list of finite coefficients >= 0, got {decays}")
+    n_train, epochs = _count(n_train, "n_train"), _count(epochs, "epochs")
+    device = resolve_device(device)
+    x, y = mnist("train").tensors
+    x, y = x[:n_train], y[:n_train]
+    if eval_data is None:
+        xt, yt = mnist("test").tensors
+        eval_data = (xt[:1000], yt[:1000])
+    x_ev, y_ev = eval_data[0].to(device), eval_data[1].to(device)
+    check_images(x_ev, name="eval_data[0]")
+    check_labels(y_ev, x_ev, name="eval_data[1]")
+
+    def distances(model: nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            ok = model(x_ev).argmax(1) == y_ev
+        out = {"clean_acc": ok.float().mean().item()}
+        if ok.any():
+            norms = batched(deepfool, model, x_ev[ok], y_ev[ok], batch_size=500, progress=False).norms(2)
+            out.update(boundary_l2=norms.mean().item(), boundary_l2_median=norms.median().item())
+        else:
+            out.update(boundary_l2=float("nan"), boundary_l2_median=float("nan"))
+        out["weight_norm"] = torch.sqrt(sum((p.detach() ** 2).sum() for p in model.parameters())).item()
+        return out
+
+    frames = []
+    for d in tqdm(decays, desc="weight decay", disable=not progress):
+        torch.manual_seed(seed)  # the same initial weights for every coefficient
+        model = models.build(arch).to(device)
+        _, hist = adversarial_train(model, x, y, method="none", epochs=epochs, batch_size=batch_size, lr=lr,
+                                    optimizer=optimizer, lr_schedule="constant", weight_decay=d, seed=seed,
+                                    eval_fn=distances, progress=False)
+        hist.insert(0, "weight_decay", d)
+        frames.append(hist)
+    curve = pd.concat(frames, ignore_index=True)
+    return curve[["weight_decay", "epoch", "loss", "train_acc", "clean_acc", "boundary_l2", "boundary_l2_median",
+                  "weight_norm", "seconds"]]
+
+
+def weight_decay_summary(curve, columns: Sequence[str] = ("clean_acc", "boundary_l2"), *, since: float = 0.5):
+    """Where each quantity of a :func:`weight_decay_curve` ends, and whether it was still moving.
+
+    For each coefficient and each of ``columns``: the value after the first epoch
+    (``<column>_first``), after the last (``<column>_final``), and ``<column>_late_change``, its
+    relative change over the last ``1 - since`` of training, ``(v_final - v_at) / |v_final|`` with
+    ``v_at`` the value at the epoch ``since * epochs`` (default: the second half). A quantity that
+    has converged has a late change near 0 (within the run-to-run noise of a constant learning
+    rate, about 1% here); one that is still moving does not.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``weight_decay`` with those three columns per quantity.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if not 0 <= since < 1:
+        raise ValueError(f"since is a fraction of the training run in [0, 1), got {since}")
+    missing = [c for c in ("weight_decay", "epoch", *columns) if c not in curve.columns]
+    if missing:
+        raise ValueError(f"curve has no column(s) {missing}: pass the table of weight_decay_curve")
+    rows = []
+    for d, g in curve.sort_values("epoch").groupby("weight_decay", sort=True):
+        epochs = g["epoch"].to_numpy(dtype=float)
+        at = int(np.searchsorted(epochs, since * epochs[-1] - 1e-9))  # first row at or after since * epochs
+        row: dict[str, float] = {"weight_decay": float(d)}
+        for c in columns:
+            v = g[c].to_numpy(dtype=float)
+            row.update({f"{c}_first": v[0], f"{c}_final": v[-1], f"{c}_late_change": (v[-1] - v[at]) / abs(v[-1])})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -8,13 +8,14 @@ budgets and pictures are all in pixel space.
 ``fc500_150_10()``            the fully connected 784-500-150-10 net of DeepFool's Table 1
 ``cnn()``                     the small MNIST CNN of the Kolter & Madry tutorial (ch. 4)
 ``mlp_64_64()``               the lecture's 784-64-64-10 MLP (deep k-NN detection)
+``softmax_regression()``      one linear layer on raw pixels (the weight-decay curve)
 ``resnet50(num_classes, ...)``torchvision ResNet-50, optionally ImageNet-pretrained
 ============================  =======================================================
 """
 
 from __future__ import annotations
 
-from .nets import MNIST_MEAN, MNIST_STD, Normalize, cnn, fc500_150_10, lenet5, mlp_64_64
+from .nets import MNIST_MEAN, MNIST_STD, Normalize, cnn, fc500_150_10, lenet5, mlp_64_64, softmax_regression
 from .resnet import IMAGENET_MEAN, IMAGENET_STD, PretrainedWeightsUnavailable, pretrained_available, pretrained_cached, resnet50
 
 ARCHITECTURES = {
@@ -22,6 +23,7 @@ ARCHITECTURES = {
     "fc500_150_10": fc500_150_10,
     "cnn": cnn,
     "mlp_64_64": mlp_64_64,
+    "softmax_regression": softmax_regression,
     "resnet50": resnet50,
 }
 
@@ -51,4 +53,5 @@ __all__ = [
     "pretrained_available",
     "pretrained_cached",
     "resnet50",
+    "softmax_regression",
 ]

@@ -92,6 +92,17 @@ def cnn(num_classes: int = 10, *, normalize: bool = True, width: float = 1) -> n
     return nn.Sequential(*layers)
 
 
+def softmax_regression(num_classes: int = 10, in_features: int = 784) -> nn.Sequential:
+    """Multinomial logistic regression on raw pixels: ``Flatten`` then one ``Linear(784, 10)``.
+
+    No normalisation layer, on purpose: the weights act on pixels, so an L2 penalty on them and
+    the L2 distance to the decision boundary, ``min_j (z_y - z_j) / ||w_y - w_j||_2``, live in the
+    same space (the weight-decay curve of lab 06, :func:`advkit.defenses.training.weight_decay_curve`).
+    The modules are named ``flatten, logits``; 7850 parameters.
+    """
+    return nn.Sequential(OrderedDict([("flatten", nn.Flatten()), ("logits", nn.Linear(in_features, num_classes))]))
+
+
 def mlp_64_64(num_classes: int = 10, in_features: int = 784) -> nn.Sequential:
     """The lecture's MLP: 784 - 64 - 64 - 10 with ReLU, normalisation inside (pixels in [0, 1]).
 
