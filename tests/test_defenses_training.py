@@ -275,25 +275,35 @@ def test_distillation_masks_gradients_and_cw_on_the_logits_breaks_it(cnn_distill
 
 
 def test_catastrophic_overfitting_shape(staged, mnist_test, monkeypatch):
-    """Zero-start FGSM training at eps 0.3: PGD accuracy peaks, then collapses to about 0 while FGSM
-    accuracy climbs (Wong, Rice & Kolter 2020); fast FGSM (random start, 1.25 eps) ends more robust."""
+    """Single-step training at eps 0.3 from the CNN robust at 0.1 (the lab's curriculum): both
+    recipes defeat FGSM, but zero-start FGSM learns no PGD robustness at all (catastrophic
+    overfitting, Wong, Rice & Kolter 2020) while fast FGSM (random start, 1.25 eps) does. The
+    history starts with the starting model at epoch 0."""
     from advkit.data import mnist
+    from advkit.defenses.training import evaluate_robustness
 
     monkeypatch.setenv("ADVKIT_DATA", str(staged))
     x, y = mnist("train").tensors
     xt, yt = mnist_test
     recipes = {"zero": dict(method="fgsm", alpha=0.0), "fast": dict(method="fast_fgsm")}
-    h = catastrophic_overfitting(x[:5000], y[:5000], (xt[:100], yt[:100]), eps=0.3, recipes=recipes,
-                                 init=zoo.load("cnn", device="cpu", progress=False), epochs=2, eval_every=20,
-                                 lr=5e-3, eval_pgd=dict(eps_step=0.075, max_iter=10), progress=False)
-    assert list(h.recipe.unique()) == ["zero", "fast"] and len(h) == 10
+    init = zoo.load("cnn_adv", device="cpu", progress=False)
+    pgd_kw = dict(eps_step=0.075, max_iter=10)
+    ev = (xt[-200:], yt[-200:])
+    h = catastrophic_overfitting(x[:5000], y[:5000], ev, eps=0.3, recipes=recipes, init=init, epochs=3,
+                                 eval_every=25, lr=5e-3, eval_pgd=pgd_kw, progress=False)
+    assert list(h.recipe.unique()) == ["zero", "fast"] and len(h) == 14
     zero, fast = h[h.recipe == "zero"], h[h.recipe == "fast"]
+    start = evaluate_robustness(init, *ev, eps=0.3, **pgd_kw)
+    for r in (zero, fast):
+        assert r.epoch.iloc[0] == 0 and r.pgd_acc.iloc[0] == start["pgd_acc"] and r.fgsm_acc.iloc[0] == start["fgsm_acc"]
     last_zero, last_fast = zero.iloc[-1], fast.iloc[-1]
-    assert zero.pgd_acc.max() >= last_zero.pgd_acc + 0.08         # measured peak 0.16, end 0.06: a collapse
-    assert last_zero.pgd_acc <= 0.1                                # measured 0.06
-    assert last_zero.fgsm_acc - last_zero.pgd_acc >= 0.5           # measured 0.72 vs 0.06: FGSM is fooled
-    assert last_fast.pgd_acc > last_zero.pgd_acc                   # measured 0.15 vs 0.06
-    assert (h.clean_acc.iloc[-1] >= 0.9) and (zero.clean_acc.iloc[-1] >= 0.9)  # measured 0.99 both
+    # measured with 2 threads (1 thread): zero start PGD 0.00-0.01 (0.00-0.095) throughout, ending
+    # at FGSM 0.97 (0.815); fast FGSM from PGD 0.00 to 0.50 (0.51), FGSM 0.97 (0.975)
+    assert zero.pgd_acc.max() <= 0.2 and last_zero.pgd_acc <= 0.05
+    assert last_zero.fgsm_acc - last_zero.pgd_acc >= 0.5          # FGSM is fooled: catastrophic overfitting
+    assert last_fast.fgsm_acc >= 0.85
+    assert last_fast.pgd_acc >= 0.3 and last_fast.pgd_acc >= last_zero.pgd_acc + 0.25
+    assert (fast.clean_acc.iloc[-1] >= 0.9) and (zero.clean_acc.iloc[-1] >= 0.9)
 
 
 def test_capacity_and_weight_decay_sweeps(staged, mnist_test, monkeypatch):
