@@ -29,6 +29,7 @@ TINY = ROOT / "tests" / "submissions" / "tiny"
 LAB = TINY / "lab" / "90_tiny.ipynb"
 BWRAP = sandbox.probe() == "bwrap"
 LIMITS = Limits(memory=2 * 2**30, output=4 * 2**20)   # the tiny kernel needs far less than a lab
+CELL_TIMEOUT = 15
 
 # submission -> (status, points). Hostile and bad cases score no more than the empty stub (0).
 EXPECTED = {
@@ -56,7 +57,9 @@ def batch(tmp_path_factory):
     # a file that is not JSON at all is written here, not stored in the repository
     broken = tmp_path_factory.mktemp("broken")
     (broken / "invalid_json.ipynb").write_text('{"cells": [ this is not JSON')
-    rows = grade(LAB, [TINY, broken], out, workers=2, limits=LIMITS, progress=False)
+    # 15 s per cell, not the spec's 5: memory.ipynb zero-fills 2 GiB before it hits the limit, 0.9 s
+    # on an idle machine but once over 5 s in a loaded CI run (then reported as a timeout)
+    rows = grade(LAB, [TINY, broken], out, workers=2, limits=LIMITS, cell_timeout=CELL_TIMEOUT, progress=False)
     return out, rows
 
 
@@ -132,7 +135,7 @@ def test_resumable_and_atomic(batch, tmp_path, monkeypatch):
     calls = []
     real = grader_mod.run_worker
     monkeypatch.setattr(grader_mod, "run_worker", lambda job, hard: calls.append(job["submission"]) or real(job, hard))
-    first = grade(LAB, [work], dest, limits=LIMITS, progress=False)
+    first = grade(LAB, [work], dest, limits=LIMITS, cell_timeout=CELL_TIMEOUT, progress=False)
     assert calls == [] and [r["points"] for r in first] == [3, 0, 2]   # nothing graded twice
     before = (dest / "gradebook.csv").read_bytes()
 
@@ -144,12 +147,12 @@ def test_resumable_and_atomic(batch, tmp_path, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(grader_mod, "run_worker", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        grade(LAB, [work], dest, limits=LIMITS, progress=False)
+        grade(LAB, [work], dest, limits=LIMITS, cell_timeout=CELL_TIMEOUT, progress=False)
     assert (dest / "gradebook.csv").read_bytes() == before          # the last good gradebook is intact
     assert not [p for p in dest.iterdir() if p.name.startswith(".gradebook")]
     calls.clear()
     monkeypatch.setattr(grader_mod, "run_worker", lambda job, hard: calls.append(job["submission"]) or real(job, hard))
-    again = grade(LAB, [work], dest, limits=LIMITS, progress=False)
+    again = grade(LAB, [work], dest, limits=LIMITS, cell_timeout=CELL_TIMEOUT, progress=False)
     assert calls == ["empty.ipynb"] and [r["points"] for r in again] == [3, 0, 2]
 
 
