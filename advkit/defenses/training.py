@@ -635,7 +635,7 @@ def weight_decay_curve(
     Robust accuracy at a fixed ``eps`` would mix robustness with the falling clean accuracy;
     the distance does not. :func:`weight_decay_summary` summarises the curve.
 
-    Measured with the defaults (2-core CPU, about 45 s): after 30 epochs ``boundary_l2`` grows
+    Measured with the defaults (2-core CPU, about 33 s): after 30 epochs ``boundary_l2`` grows
     with every step of ``lambda`` from 1.00 (``lambda = 0``) to 1.60 (``lambda = 0.3``) while clean
     accuracy falls from 0.898 to 0.780, so robustness keeps growing where the model is already
     over-regularised for accuracy; and without decay the accuracy is within 1% of its final value
@@ -661,6 +661,7 @@ def weight_decay_curve(
     from ..attacks.deepfool import deepfool
     from ..data import mnist
     from ..devices import resolve_device
+    from ..metrics import predict
 
     decays = [float(d) for d in decays]
     if not decays or not all(d >= 0 and math.isfinite(d) for d in decays):
@@ -677,8 +678,7 @@ def weight_decay_curve(
     check_labels(y_ev, x_ev, name="eval_data[1]")
 
     def distances(model: nn.Module) -> dict[str, float]:
-        with torch.no_grad():
-            ok = model(x_ev).argmax(1) == y_ev
+        ok = predict(model, x_ev) == y_ev
         out = {"clean_acc": ok.float().mean().item()}
         if ok.any():
             norms = batched(deepfool, model, x_ev[ok], y_ev[ok], batch_size=500, progress=False).norms(2)
